@@ -1,0 +1,227 @@
+"""Streaming readers for batch files: CSV (Arrow's C++ parser) and JSONL, plain or gzip.
+
+Both yield `RowChunk`s of text columns keyed by warehouse field name, with the line number of every
+row, so memory stays flat whatever the file size. Problems with the file as a whole raise
+`FileRejected`; problems with one row become a malformed `RejectedRow` and reading goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import IO, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.compute as pc
+
+from rar_pipeline.contract import FIELDS, HEADER_TO_FIELD, Reason
+from rar_pipeline.validation import RAW_COPY_LIMIT, RejectedRow
+
+BLOCK_BYTES = 8 * 1024 * 1024
+JSONL_CHUNK_ROWS = 50_000
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".csv.gz": "csv", ".jsonl.gz": "jsonl"}
+
+
+class FileRejected(Exception):
+    """The whole file is rejected; `reason` is machine-readable, the message says why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class RowChunk:
+    columns: dict[str, pa.Array]
+    line_numbers: np.ndarray
+    malformed: list[RejectedRow] = field(default_factory=list)
+
+    @property
+    def rows_read(self) -> int:
+        return len(self.line_numbers) + len(self.malformed)
+
+
+def file_format(name: str) -> tuple[str, bool] | None:
+    """("csv" | "jsonl", gzipped) for a supported file name, else None."""
+    lowered = name.lower()
+    for suffix, kind in sorted(FORMATS.items(), key=lambda item: -len(item[0])):
+        if lowered.endswith(suffix):
+            return kind, suffix.endswith(".gz")
+    return None
+
+
+class BatchReader:
+    """Reads one opened batch file. `unknown_columns` is filled as soon as they are known."""
+
+    def __init__(self, stream: IO[bytes], kind: str, gzipped: bool, block_bytes: int = BLOCK_BYTES):
+        self._raw = stream
+        self._kind = kind
+        self._gzipped = gzipped
+        self._block_bytes = block_bytes
+        self.unknown_columns: list[str] = []
+
+    def chunks(self) -> Iterator[RowChunk]:
+        stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if self._gzipped else self._raw
+        try:
+            if self._kind == "csv":
+                yield from self._csv_chunks(stream)
+            else:
+                yield from self._jsonl_chunks(stream)
+        except (gzip.BadGzipFile, EOFError, OSError) as error:
+            raise FileRejected("undecodable", f"the file is not valid gzip: {error}") from None
+
+    # CSV ---------------------------------------------------------------------------------------
+    def _csv_header(self, stream: IO[bytes]) -> list[str]:
+        first = stream.readline(1024 * 1024)
+        if not first.strip(b"\xef\xbb\xbf \t\r\n"):
+            raise FileRejected("empty_file", "the file is empty; a batch needs a header line and rows")
+        try:
+            text = first.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise FileRejected("undecodable", "the header line is not UTF-8 text") from None
+        return next(csv.reader([text.rstrip("\r\n")]))
+
+    def _csv_chunks(self, stream: IO[bytes]) -> Iterator[RowChunk]:
+        start = stream.tell()
+        names = self._csv_header(stream)
+        fields: dict[str, str] = {}
+        for name in names:
+            target = HEADER_TO_FIELD.get(name.strip())
+            if target is None:
+                self.unknown_columns.append(name)
+            elif target in fields.values():
+                raise FileRejected("ambiguous_header", f"the header names {target!r} twice; keep one column per field")
+            else:
+                fields[name] = target
+        missing = [spec.alias for spec in FIELDS if spec.required and spec.name not in fields.values()]
+        if missing:
+            raise FileRejected(
+                "missing_columns", f"the header lacks required column(s) {', '.join(missing)}; see the CSV template"
+            )
+        if len(set(names)) != len(names):
+            raise FileRejected("ambiguous_header", "the header repeats a column name; column names must be unique")
+
+        stream.seek(start)  # Arrow parses the header again itself
+        invalid: deque = deque()
+
+        def on_invalid_row(row) -> str:
+            invalid.append((row.number, row.text, row.expected_columns, row.actual_columns))
+            return "skip"
+
+        try:
+            reader = pa_csv.open_csv(
+                stream,
+                read_options=pa_csv.ReadOptions(use_threads=False, block_size=self._block_bytes),
+                parse_options=pa_csv.ParseOptions(invalid_row_handler=on_invalid_row, ignore_empty_lines=False),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={name: pa.string() for name in fields},
+                    include_columns=list(fields),
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            next_line = 2  # the header is line 1
+            for batch in reader:
+                count = batch.num_rows
+                pending = np.fromiter((number for number, *_ in invalid), dtype=np.int64, count=len(invalid))
+                candidates = np.arange(next_line, next_line + count + len(pending), dtype=np.int64)
+                line_numbers = candidates[~np.isin(candidates, pending)][:count]
+                if count:
+                    next_line = int(line_numbers[-1]) + 1
+                malformed = []
+                while invalid and (invalid[0][0] or 0) < next_line:
+                    malformed.append(_malformed(*invalid.popleft()))
+                columns = {fields[name]: batch.column(name) for name in fields}
+                yield _without_blank_rows(RowChunk(columns, line_numbers, malformed))
+            if invalid:
+                yield RowChunk({}, np.empty(0, dtype=np.int64), [_malformed(*row) for row in invalid])
+        except pa.ArrowInvalid as error:
+            if "UTF8" in str(error) or "utf8" in str(error).lower():
+                raise FileRejected("undecodable", "the file contains bytes that are not UTF-8 text") from None
+            raise FileRejected("malformed_file", f"the CSV cannot be parsed: {str(error)[:200]}") from None
+
+    # JSONL -------------------------------------------------------------------------------------
+    def _jsonl_chunks(self, stream: IO[bytes]) -> Iterator[RowChunk]:
+        columns: dict[str, list] = {spec.name: [] for spec in FIELDS}
+        lines: list[int] = []
+        malformed: list[RejectedRow] = []
+        unknown: set[str] = set()
+        for line_no, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise FileRejected("undecodable", f"line {line_no} is not UTF-8 text") from None
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError as error:
+                malformed.append(RejectedRow(line_no, Reason.MALFORMED_ROW, f"bad JSON: {error}", text[:RAW_COPY_LIMIT]))
+                continue
+            if not isinstance(record, dict):
+                malformed.append(
+                    RejectedRow(line_no, Reason.MALFORMED_ROW, "expected one JSON object per line", text[:RAW_COPY_LIMIT])
+                )
+                continue
+            values: dict[str, str | None] = {}
+            for key, value in record.items():
+                name = HEADER_TO_FIELD.get(key)
+                if name is None:
+                    unknown.add(key)
+                else:
+                    values[name] = _json_text(value)
+            for name, column in columns.items():
+                column.append(values.get(name))
+            lines.append(line_no)
+            if len(lines) >= JSONL_CHUNK_ROWS:
+                yield self._jsonl_chunk(columns, lines, malformed, unknown)
+                columns = {spec.name: [] for spec in FIELDS}
+                lines, malformed = [], []
+        if lines or malformed:
+            yield self._jsonl_chunk(columns, lines, malformed, unknown)
+
+    def _jsonl_chunk(self, columns, lines, malformed, unknown) -> RowChunk:
+        self.unknown_columns = sorted(unknown)
+        arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
+        return RowChunk(arrays, np.array(lines, dtype=np.int64), malformed)
+
+
+def _json_text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return repr(value)
+
+
+def _malformed(number, text, expected, actual) -> RejectedRow:
+    return RejectedRow(
+        int(number or 0),
+        Reason.MALFORMED_ROW,
+        f"expected {expected} fields, found {actual} (check the delimiters and quotes on this line)",
+        (text or "")[:RAW_COPY_LIMIT],
+    )
+
+
+def _without_blank_rows(chunk: RowChunk) -> RowChunk:
+    """Blank lines (and rows of nothing but delimiters) are not rows."""
+    if not chunk.columns or not len(chunk.line_numbers):
+        return chunk
+    blank = None
+    for column in chunk.columns.values():
+        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
+        blank = empty if blank is None else pc.and_(blank, empty)
+    if not pc.any(blank).as_py():
+        return chunk
+    keep = pc.invert(blank)
+    return RowChunk(
+        {name: column.filter(keep) for name, column in chunk.columns.items()},
+        chunk.line_numbers[keep.to_numpy(zero_copy_only=False)],
+        chunk.malformed,
+    )

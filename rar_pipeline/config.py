@@ -1,0 +1,75 @@
+"""The one place that reads the environment.
+
+Everything else receives a `Settings` (or the plain values it needs), so tests can build settings
+directly and nothing deep in the code depends on process state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Mapping
+
+from rar_pipeline.months import parse_month
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; its message is one sentence saying how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    database_url_from_env: bool
+    landing_dir: Path
+    dagster_home: Path
+    start_month: date
+    # A file must be unchanged for this long before it is loaded (writers that do not use
+    # temp-name-then-rename are still being written while their mtime moves).
+    settle_seconds: float = 5.0
+    max_files_per_run: int = 100
+    max_file_bytes: int = 2 * 1024**3
+    # Share of a file's rows that may be rejected before the whole file is rejected.
+    reject_budget: float = 0.05
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind=float):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to a {kind.__name__} or unset it.") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    home = Path(env.get("RAR_HOME") or "./.rar").expanduser().absolute()
+    url = env.get("RAR_DATABASE_URL") or ""
+    start_raw = env.get("RAR_START_MONTH") or "2024-01"
+    try:
+        start_month = parse_month(start_raw)
+    except ValueError:
+        raise ConfigError(f"RAR_START_MONTH={start_raw!r} is not a month; use YYYY-MM, e.g. 2024-01.") from None
+    budget = _number(env, "RAR_REJECT_BUDGET", 0.05)
+    if not 0 <= budget <= 1:
+        raise ConfigError(f"RAR_REJECT_BUDGET={budget} must be a share between 0 and 1, e.g. 0.05.")
+    return Settings(
+        home=home,
+        database_url=url or f"sqlite:///{home / 'rar.db'}",
+        database_url_from_env=bool(url),
+        landing_dir=Path(env.get("RAR_LANDING_DIR") or home / "landing").expanduser().absolute(),
+        dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster_home").expanduser().absolute(),
+        start_month=start_month,
+        settle_seconds=_number(env, "RAR_SETTLE_SECONDS", 5.0),
+        max_files_per_run=_number(env, "RAR_MAX_FILES_PER_RUN", 100, int),
+        max_file_bytes=_number(env, "RAR_MAX_FILE_BYTES", 2 * 1024**3, int),
+        reject_budget=budget,
+    )

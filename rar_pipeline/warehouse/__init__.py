@@ -1,0 +1,1 @@
+"""The warehouse: schema, connections, migrations and bulk writes (no Dagster imports)."""
