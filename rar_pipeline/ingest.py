@@ -348,3 +348,4 @@ def _archive(engine: Engine, landing_dir: Path, found: LandingFile, report: File
         connection.execute(
             update(rar_batches).where(rar_batches.c.batch_id == report.batch_id).values(archived_as=str(target))
         )
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import time
 from dataclasses import dataclass, field
@@ -112,3 +113,37 @@ def archive(landing_dir: Path, found: LandingFile, status: str, batch_id: int, s
     target = folder / f"{batch_id:08d}-{sha256[:12]}-{found.name}"
     os.replace(found.path, target)
     return target
+
+
+class DeliveryError(ValueError):
+    """A file handed to `deliver` cannot go into the landing zone; the message says why."""
+
+
+def deliver(landing_dir: Path, source: Path) -> tuple[Path, str]:
+    """Copy `source` into the landing zone atomically; returns (landed path, sha256).
+
+    The copy is written under a dot-name (ignored by the scanner) and renamed into place, and it
+    keeps the source's modification time, so a complete old file is loadable at once.
+    """
+    if file_format(source.name) is None:
+        raise DeliveryError(f"{source}: only .csv, .jsonl, .csv.gz and .jsonl.gz files can be ingested")
+    if not source.is_file():
+        raise DeliveryError(f"{source}: not a regular file")
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    partial = landing_dir / f".{source.name}.{os.getpid()}.tmp"
+    try:
+        with open(source, "rb") as reader, open(partial, "wb") as writer:
+            for block in iter(lambda: reader.read(1024 * 1024), b""):
+                digest.update(block)
+                writer.write(block)
+        shutil.copystat(source, partial)
+        target = landing_dir / source.name
+        if target.exists():
+            kind = next(suffix for suffix in (".csv.gz", ".jsonl.gz", ".csv", ".jsonl") if source.name.lower().endswith(suffix))
+            target = landing_dir / f"{source.name[: -len(kind)]}-{digest.hexdigest()[:8]}{kind}"
+        os.replace(partial, target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise DeliveryError(f"{source}: cannot copy into {landing_dir}: {error.strerror}") from None
+    return target, digest.hexdigest()

@@ -1,0 +1,1 @@
+"""The Dagster layer: thin wrappers that call the plain-Python domain modules."""

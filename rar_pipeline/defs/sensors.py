@@ -1,0 +1,46 @@
+"""`rar_landing_sensor`: start an ingest run when new, stable files sit in the landing zone."""
+
+import hashlib
+
+import dagster as dg
+
+from rar_pipeline.defs.ingest import rar_ingest_job
+from rar_pipeline.defs.resources import LandingZoneResource
+from rar_pipeline.landing import LandingScan, scan_landing
+
+
+def next_landing_cursor(scan: LandingScan, requested_up_to: int) -> tuple[list, int]:
+    """Which ready files are new, and the new cursor.
+
+    The cursor is one integer: files whose ctime (set by the kernel on arrival, rename or write,
+    and never set back by `cp -p` or `mv`) is at or below it were already requested. It only moves
+    forward, and never past a file that is still being written, so that file is not skipped once
+    it settles.
+    """
+    new = [found for found in scan.ready if found.ctime_ns > requested_up_to]
+    cursor = max([requested_up_to] + [found.ctime_ns for found in new])
+    if scan.settling:
+        cursor = max(requested_up_to, min(cursor, min(found.ctime_ns for found in scan.settling) - 1))
+    return new, cursor
+
+
+@dg.sensor(
+    name="rar_landing_sensor",
+    job=rar_ingest_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Lists RAR_LANDING_DIR (no file is opened) and requests rar_ingest_job for new, stable batch files.",
+)
+def rar_landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
+    scan = scan_landing(landing.path, landing.settle_seconds)
+    new, cursor = next_landing_cursor(scan, int(context.cursor or 0))
+    context.update_cursor(str(cursor))
+    if not new:
+        return dg.SkipReason(
+            f"0 new files; {len(scan.settling)} still being written; "
+            f"{len(scan.ready)} already requested; {len(scan.ignored)} ignored"
+        )
+    identity = hashlib.sha256("\n".join(sorted(found.identity for found in new)).encode()).hexdigest()[:20]
+    context.log.info(f"{len(new)} new file(s): {', '.join(found.name for found in new[:10])}")
+    # The run loads every pending file, the new ones included; the run key makes a re-evaluated tick harmless.
+    return dg.RunRequest(run_key=f"landing-{identity}", tags={"rar/new_files": str(len(new))})
