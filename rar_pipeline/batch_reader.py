@@ -210,18 +210,25 @@ def _malformed(number, text, expected, actual) -> RejectedRow:
 
 
 def _without_blank_rows(chunk: RowChunk) -> RowChunk:
-    """Blank lines (and rows of nothing but delimiters) are not rows."""
+    """Blank lines (and rows of nothing but delimiters and spaces) are not rows."""
     if not chunk.columns or not len(chunk.line_numbers):
         return chunk
-    blank = None
-    for column in chunk.columns.values():
-        empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
-        blank = empty if blank is None else pc.and_(blank, empty)
-    if not pc.any(blank).as_py():
+    columns = list(chunk.columns.values())
+    # Only rows whose first value is short can be blank; test the rest on those few alone.
+    candidates = np.flatnonzero(pc.less_equal(pc.binary_length(columns[0]), 8).to_numpy(zero_copy_only=False))
+    if not len(candidates):
         return chunk
-    keep = pc.invert(blank)
+    blank = np.ones(len(candidates), dtype=bool)
+    for column in columns:
+        subset = pc.utf8_trim_whitespace(column.take(pa.array(candidates)))
+        blank &= pc.equal(pc.binary_length(subset), 0).to_numpy(zero_copy_only=False)
+    if not blank.any():
+        return chunk
+    keep = np.ones(len(chunk.line_numbers), dtype=bool)
+    keep[candidates[blank]] = False
+    mask = pa.array(keep)
     return RowChunk(
-        {name: column.filter(keep) for name, column in chunk.columns.items()},
-        chunk.line_numbers[keep.to_numpy(zero_copy_only=False)],
+        {name: column.filter(mask) for name, column in chunk.columns.items()},
+        chunk.line_numbers[keep],
         chunk.malformed,
     )

@@ -93,128 +93,161 @@ class ValidatedChunk:
     rejected: list[RejectedRow]
 
 
-def _null_reasons(length: int) -> pa.Array:
-    return pa.nulls(length, pa.string())
+# A reason per row as a small integer (0 = fine), so combining twelve fields costs numpy, not strings.
+_CODES: tuple[Reason | None, ...] = (None, *Reason)
+_CODE = {reason: code for code, reason in enumerate(_CODES)}
 
 
-def _flag(mask: pa.Array, reason: Reason) -> pa.Array:
-    """`reason` where mask is true, null elsewhere (a null mask counts as false)."""
-    return pc.if_else(pc.fill_null(mask, False), pa.scalar(reason.value), pa.scalar(None, pa.string()))
+def _mask(array: pa.Array) -> np.ndarray:
+    return pc.fill_null(array, False).to_numpy(zero_copy_only=False)
 
 
-def _per_distinct_value(text: pa.Array, check) -> pa.Array:
-    """Apply a Python check to each distinct value only (months and dealers repeat a lot)."""
+def _blank(text: pa.Array) -> np.ndarray:
+    # binary_length is far cheaper than comparing every value with "".
+    return _mask(pc.equal(pc.fill_null(pc.binary_length(text), 0), 0)) | _mask(pc.is_null(text))
+
+
+def _codes(length: int, *flags: tuple[np.ndarray, Reason]) -> np.ndarray:
+    """The code of the first true flag per row."""
+    codes = np.zeros(length, dtype=np.int8)
+    for mask, reason in reversed(flags):
+        codes[mask] = _CODE[reason]
+    return codes
+
+
+@dataclass
+class _Column:
+    value: pa.Array
+    blank: np.ndarray
+    codes: np.ndarray
+    text: pa.Array  # trimmed input, for the rejected rows' details
+
+
+def _distinct(text: pa.Array) -> tuple[list, np.ndarray, pa.Array]:
+    """(trimmed distinct values, index of each row into them, trimmed column)."""
     encoded = pc.dictionary_encode(text)
-    verdicts = pa.array([check(value) for value in encoded.dictionary.to_pylist()])
-    return pc.take(verdicts, encoded.indices) if len(verdicts) else pa.nulls(len(text), verdicts.type)
+    trimmed = pc.utf8_trim_whitespace(encoded.dictionary)
+    indices = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
+    column = pc.take(trimmed, encoded.indices) if len(trimmed) else pa.nulls(len(text), pa.string())
+    return trimmed.to_pylist(), indices, column
 
 
-def _month_column(text: pa.Array, first: date, last: date) -> tuple[pa.Array, pa.Array]:
-    def month_and_reason(value: str):
+def _text_column(text: pa.Array) -> _Column:
+    _, _, trimmed = _distinct(text)
+    return _Column(trimmed, _blank(trimmed), np.zeros(len(text), dtype=np.int8), trimmed)
+
+
+def _dealer_column(text: pa.Array) -> _Column:
+    pattern = re.compile(DEALER_ID_PATTERN)
+    values, indices, trimmed = _distinct(text)
+    valid = np.array([bool(value) and bool(pattern.match(value)) for value in values] or [False])[indices]
+    codes = _codes(len(text), (~valid, Reason.INVALID_DEALER_ID))
+    return _Column(trimmed, _blank(trimmed), codes, trimmed)
+
+
+def _month_column(text: pa.Array, first: date, last: date) -> _Column:
+    values, indices, trimmed = _distinct(text)
+    months, reasons = [], []
+    for value in values:
         try:
             month = parse_month(value)
         except ValueError:
-            return {"month": None, "reason": Reason.INVALID_MONTH.value}
-        in_window = first <= month <= last
-        return {"month": month, "reason": None if in_window else Reason.MONTH_OUT_OF_RANGE.value}
-
-    verdicts = _per_distinct_value(text, month_and_reason)
-    if len(text) and pa.types.is_null(verdicts.type):
-        return pa.nulls(len(text), pa.date32()), _flag(pa.array(np.ones(len(text), dtype=bool)), Reason.INVALID_MONTH)
-    month = pc.struct_field(verdicts, "month") if len(text) else pa.array([], pa.date32())
-    reason = pc.struct_field(verdicts, "reason") if len(text) else pa.array([], pa.string())
-    # A null month text is reported as missing; give it a reason too so it is never accepted.
-    reason = pc.if_else(pc.is_null(text), pa.scalar(Reason.INVALID_MONTH.value), reason)
-    return pc.cast(month, pa.date32()), pc.cast(reason, pa.string())
+            months.append(None)
+            reasons.append(_CODE[Reason.INVALID_MONTH])
+            continue
+        months.append(month)
+        reasons.append(0 if first <= month <= last else _CODE[Reason.MONTH_OUT_OF_RANGE])
+    codes = np.array(reasons or [0], dtype=np.int8)[indices]
+    value = pc.take(pa.array(months, pa.date32()), pa.array(indices)) if values else pa.nulls(len(text), pa.date32())
+    return _Column(value, _blank(trimmed), codes, trimmed)
 
 
-def _dealer_reason(text: pa.Array) -> pa.Array:
-    pattern = re.compile(DEALER_ID_PATTERN)
-    valid = _per_distinct_value(text, lambda value: bool(pattern.match(value)))
-    return _flag(pc.invert(pc.fill_null(pc.cast(valid, pa.bool_()), False)), Reason.INVALID_DEALER_ID)
-
-
-def _number_column(text: pa.Array, spec: FieldSpec) -> tuple[pa.Array, pa.Array]:
+def _number_column(text: pa.Array, spec: FieldSpec) -> _Column:
     try:
-        # Fast path: Arrow's parser accepts exactly NUMBER_PATTERN plus nan/inf spellings, so a
-        # column that casts cleanly to finite floats needs no regex.
+        # Fast path: Arrow's parser accepts exactly NUMBER_PATTERN plus nan/inf spellings (and
+        # rejects blanks and padding), so a column that casts cleanly to finite floats needs no
+        # trimming and no regex.
         value = pc.cast(text, pa.float64())
         clean = pc.all(pc.is_finite(value)).as_py() is not False
     except pa.ArrowInvalid:
         clean = False
     if clean:
-        shaped = pc.is_valid(text)
+        shaped = ~_mask(pc.is_null(text))
+        blank = ~shaped
     else:
-        shaped = pc.fill_null(pc.match_substring_regex(text, NUMBER_PATTERN), False)
-        value = pc.cast(pc.if_else(shaped, text, pa.scalar("0")), pa.float64())
-    bad_range = pc.invert(pc.is_finite(value))
-    if spec.low is not None:
-        bad_range = pc.or_(bad_range, pc.less(value, spec.low))
-    if spec.high is not None:
-        bad_range = pc.or_(bad_range, pc.greater(value, spec.high))
-    not_number = pc.invert(shaped)
+        text = pc.utf8_trim_whitespace(text)
+        blank = _blank(text)
+        shaped = _mask(pc.match_substring_regex(text, NUMBER_PATTERN))
+        value = pc.cast(pc.if_else(pa.array(shaped), text, pa.scalar("0")), pa.float64())
+    numbers = value.to_numpy(zero_copy_only=False)
+    finite = np.isfinite(numbers)
+    bad_range = ~finite
+    with np.errstate(invalid="ignore"):
+        if spec.low is not None:
+            bad_range |= numbers < spec.low
+        if spec.high is not None:
+            bad_range |= numbers > spec.high
+    not_number = ~shaped
     if spec.kind == "integer":
-        finite = pc.if_else(pc.is_finite(value), value, 0.0)
-        not_number = pc.or_(not_number, pc.not_equal(pc.floor(finite), finite))
-        value = pc.cast(pc.if_else(pc.or_(not_number, bad_range), 0.0, value), pa.int64())
-    reason = pc.coalesce(_flag(not_number, Reason.INVALID_NUMBER), _flag(bad_range, Reason.OUT_OF_RANGE))
-    return value, reason
+        whole = np.where(finite, numbers, 0.0)
+        not_number |= np.floor(whole) != whole
+        value = pa.array(np.where(not_number | bad_range, 0, whole).astype(np.int64))
+    codes = _codes(len(text), (not_number, Reason.INVALID_NUMBER), (bad_range, Reason.OUT_OF_RANGE))
+    return _Column(value, blank, codes, text)
 
 
 def validate_chunk(
     columns: dict[str, pa.Array], line_numbers: np.ndarray, first_month: date, last_month: date
 ) -> ValidatedChunk:
     length = len(line_numbers)
-    texts: dict[str, pa.Array] = {}
+    results: dict[str, _Column] = {}
     for spec in FIELDS:
-        column = columns.get(spec.name)
-        texts[spec.name] = _null_reasons(length) if column is None else pc.utf8_trim_whitespace(column)
+        text = columns.get(spec.name)
+        if text is None:
+            text = pa.nulls(length, pa.string())
+        if spec.kind == "dealer_id":
+            results[spec.name] = _dealer_column(text)
+        elif spec.kind == "month":
+            results[spec.name] = _month_column(text, first_month, last_month)
+        elif spec.kind in ("integer", "number"):
+            results[spec.name] = _number_column(text, spec)
+        else:
+            column = _text_column(text)
+            if spec.kind == "optional_text":
+                column.value = pc.fill_null(column.value, "")
+            results[spec.name] = column
 
-    blank = {name: pc.fill_null(pc.equal(text, ""), True) for name, text in texts.items()}
-    any_missing = pa.array(np.zeros(length, dtype=bool))
+    missing = np.zeros(length, dtype=bool)
     for spec in FIELDS:
         if spec.required:
-            any_missing = pc.or_(any_missing, blank[spec.name])
+            missing |= results[spec.name].blank
+    row_codes = np.zeros(length, dtype=np.int8)
+    failing_field = np.full(length, -1, dtype=np.int16)
+    for index in reversed(range(len(FIELDS))):
+        field_codes = results[FIELDS[index].name].codes
+        failed = field_codes != 0
+        row_codes[failed] = field_codes[failed]
+        failing_field[failed] = index
+    row_codes[missing] = _CODE[Reason.MISSING_FIELD]
+    ok = row_codes == 0
 
-    values: dict[str, pa.Array] = {}
-    reasons = [_flag(any_missing, Reason.MISSING_FIELD)]
-    failing_field = []
-    for spec in FIELDS:
-        text = texts[spec.name]
-        if spec.kind == "dealer_id":
-            value, reason = text, _dealer_reason(text)
-        elif spec.kind == "month":
-            value, reason = _month_column(text, first_month, last_month)
-        elif spec.kind in ("integer", "number"):
-            value, reason = _number_column(text, spec)
-        elif spec.kind == "optional_text":
-            value, reason = pc.fill_null(text, ""), _null_reasons(length)
-        else:
-            value, reason = text, _null_reasons(length)
-        values[spec.name] = value
-        reasons.append(reason)
-        failing_field.append(pc.if_else(pc.is_null(reason), pa.scalar(None, pa.string()), pa.scalar(spec.name)))
-
-    row_reason = pc.coalesce(*reasons)
-    ok = pc.is_null(row_reason)
-    accepted = pa.table({name: values[name] for name in EVENT_SCHEMA.names}).cast(EVENT_SCHEMA)
-    accepted = accepted.append_column("line_no", pa.array(line_numbers, pa.int64())).filter(ok)
+    accepted = pa.table({name: results[name].value for name in EVENT_SCHEMA.names}).cast(EVENT_SCHEMA)
+    accepted = accepted.append_column("line_no", pa.array(line_numbers, pa.int64()))
+    if not ok.all():
+        accepted = accepted.filter(pa.array(ok))
     accepted = accepted.append_column("key_hash", natural_key_hash(accepted))
 
     rejected: list[RejectedRow] = []
-    bad_rows = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
-    if len(bad_rows):
-        field_of = pc.coalesce(*failing_field)
-        for index in bad_rows.tolist():
-            reason = Reason(row_reason[index].as_py())
-            raw = {spec.alias: columns[spec.name][index].as_py() for spec in FIELDS if spec.name in columns}
-            if reason is Reason.MISSING_FIELD:
-                missing = [spec.alias for spec in FIELDS if spec.required and blank[spec.name][index].as_py()]
-                detail = f"missing required field(s): {', '.join(missing)}"
-            else:
-                spec = next(s for s in FIELDS if s.name == field_of[index].as_py())
-                detail = describe(reason, spec, texts[spec.name][index].as_py(), first_month, last_month)
-            rejected.append(
-                RejectedRow(int(line_numbers[index]), reason, detail, json.dumps(raw, ensure_ascii=False)[:RAW_COPY_LIMIT])
-            )
+    for index in np.flatnonzero(~ok).tolist():
+        reason = _CODES[row_codes[index]]
+        raw = {spec.alias: columns[spec.name][index].as_py() for spec in FIELDS if spec.name in columns}
+        if reason is Reason.MISSING_FIELD:
+            absent = [spec.alias for spec in FIELDS if spec.required and results[spec.name].blank[index]]
+            detail = f"missing required field(s): {', '.join(absent)}"
+        else:
+            spec = FIELDS[failing_field[index]]
+            detail = describe(reason, spec, results[spec.name].text[index].as_py(), first_month, last_month)
+        rejected.append(
+            RejectedRow(int(line_numbers[index]), reason, detail, json.dumps(raw, ensure_ascii=False)[:RAW_COPY_LIMIT])
+        )
     return ValidatedChunk(accepted, rejected)

@@ -26,10 +26,16 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
+# The command line prints its own report; the full event log is in the UI.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_job(settings: Settings, job_name: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
     job = build_definitions(settings).resolve_job_def(job_name)
     with dagster_instance(settings) as instance:
-        return job.execute_in_process(instance=instance, raise_on_error=False, tags={"rar/launched_by": "cli", **(tags or {})})
+        return job.execute_in_process(
+            run_config=QUIET_CONSOLE, instance=instance, raise_on_error=False, tags={"rar/launched_by": "cli", **(tags or {})}
+        )
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
