@@ -107,6 +107,8 @@ class BatchReader:
         if len(set(names)) != len(names):
             raise FileRejected("ambiguous_header", "the header repeats a column name; column names must be unique")
 
+        if not stream.read(1):
+            return  # header only: Arrow cannot parse a lone header without a line end
         stream.seek(start)  # Arrow parses the header again itself
         invalid: deque = deque()
 
@@ -142,7 +144,9 @@ class BatchReader:
             if invalid:
                 yield RowChunk({}, np.empty(0, dtype=np.int64), [_malformed(*row) for row in invalid])
         except pa.ArrowInvalid as error:
-            if "UTF8" in str(error) or "utf8" in str(error).lower():
+            # A row of the wrong width that is not UTF-8 never reaches on_invalid_row (pyarrow cannot
+            # decode its text), so Arrow reports it as a parse error ("Expected 12 columns, got 3").
+            if "UTF8" in str(error) or "utf8" in str(error).lower() or " columns, got " in str(error):
                 raise FileRejected("undecodable", "the file contains bytes that are not UTF-8 text") from None
             raise FileRejected("malformed_file", f"the CSV cannot be parsed: {str(error)[:200]}") from None
 
@@ -152,6 +156,7 @@ class BatchReader:
         lines: list[int] = []
         malformed: list[RejectedRow] = []
         unknown: set[str] = set()
+        seen_any = False
         for line_no, raw in enumerate(stream, start=1):
             try:
                 text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
@@ -159,6 +164,7 @@ class BatchReader:
                 raise FileRejected("undecodable", f"line {line_no} is not UTF-8 text") from None
             if not text.strip():
                 continue
+            seen_any = True
             try:
                 record = json.loads(text)
             except ValueError as error:
@@ -185,6 +191,8 @@ class BatchReader:
                 lines, malformed = [], []
         if lines or malformed:
             yield self._jsonl_chunk(columns, lines, malformed, unknown)
+        elif not seen_any:
+            raise FileRejected("empty_file", "the file is empty; a batch needs one JSON object per line")
 
     def _jsonl_chunk(self, columns, lines, malformed, unknown) -> RowChunk:
         self.unknown_columns = sorted(unknown)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from rar_pipeline.config import ConfigError, Settings, load_settings
 from rar_pipeline.landing import DeliveryError, deliver
+from rar_pipeline.summaries import NotFound
 from rar_pipeline.seed import DEMO_MONTH, SeedSpec, demo_rows, synthetic_rows, write_batch
+from rar_pipeline.months import add_months
 from rar_pipeline.warehouse.engine import WarehouseError, create_warehouse_engine, open_warehouse, upgrade_schema
 
-USER_ERRORS = (ConfigError, WarehouseError, DeliveryError)
+USER_ERRORS = (ConfigError, WarehouseError, DeliveryError, NotFound)
 
 
 class _Commands(click.Group):
@@ -70,22 +73,29 @@ def ingest(lazy: _LazySettings, files: tuple[Path, ...], wait: bool, as_json: bo
 
 
 def _ingest_now(settings: Settings, delivered: list[tuple[Path, str]]) -> list[dict]:
-    from rar_pipeline.defs.launch import failure_message, run_job
+    """Run the ingest job, then the monthly job for every month it touched, as the sensors would."""
+    from rar_pipeline.defs.launch import failure_message, ingest_and_refresh
     from rar_pipeline.ledger import batch_for_delivery
 
     engine = open_warehouse(settings.database_url)
     # Copies keep their source's mtime; one that is too fresh waits until it counts as settled.
     newest = max(path.stat().st_mtime for path, _ in delivered)
     time.sleep(max(0.0, settings.settle_seconds - (time.time() - newest)))
-    result = run_job(settings, "rar_ingest_job")
-    if not result.success:
-        raise click.ClickException(f"rar_ingest_job failed: {failure_message(result)}")
+    ingest_result, requests, monthly_results = ingest_and_refresh(settings, engine)
+    if not ingest_result.success:
+        raise click.ClickException(f"rar_ingest_job failed: {failure_message(ingest_result)}")
+    for request, result in zip(requests, monthly_results):
+        what = "score adjustments" if request.asset_selection else "monthly lineage"
+        outcome = "ok" if result.success else f"FAILED: {failure_message(result)}"
+        click.echo(f"rebuilt {what} of {request.partition_key[:7]}: {outcome}", err=True)
     with engine.connect() as connection:
         reports = []
         for path, sha256 in delivered:
             batch = batch_for_delivery(connection, path.name, sha256)
             reports.append(batch or {"file_name": path.name, "sha256": sha256, "status": "pending"})
     engine.dispose()
+    if not all(result.success for result in monthly_results):
+        raise click.ClickException("a monthly rebuild failed; see above and the Dagster UI")
     return reports
 
 
@@ -139,6 +149,65 @@ def _print_status(summary: dict) -> None:
 
 
 @cli.command()
+@click.option("--dealer", "dealer_id", required=True, help="Dealer id, e.g. germain-toyota-naples.")
+@click.option("--month", default=None, help="YYYY-MM (default: the dealer's latest month).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def summary(lazy: _LazySettings, dealer_id: str, month: str | None, as_json: bool) -> None:
+    """A dealer's monthly RaR (the old API's summary)."""
+    from rar_pipeline.summaries import dealer_summary
+
+    wanted = _month_option(month)
+    with _reading(lazy) as connection:
+        result = dealer_summary(connection, dealer_id, wanted)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['dealerId']}  {result['month'][:7]}  events {result['eventCount']}")
+    click.echo(f"  RaR ${result['rar']:,.2f}   recoverable ${result['recoverable']:,.2f}   lost sales {result['lostSales']}")
+    click.echo(f"  lost sessions {result['lostSessions']:,}   lost leads {result['lostLeads']:,}")
+    for item in result["topLosingIntents"]:
+        click.echo(f"  {item['intent']:<22} ${item['rar']:>12,.2f}")
+
+
+@cli.command()
+@click.option("--dealer", "dealer_id", required=True, help="Dealer id.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def pressure(lazy: _LazySettings, dealer_id: str, as_json: bool) -> None:
+    """A dealer's current RaR pressure (0..1) and trend."""
+    from rar_pipeline.summaries import dealer_pressure
+
+    with _reading(lazy) as connection:
+        result = dealer_pressure(connection, dealer_id)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"{result['dealerId']}  {result['month'][:7]}  pressure {result['pressure']:.2f}  trend {result['trend']}")
+
+
+def _month_option(month: str | None):
+    from rar_pipeline.months import parse_month
+
+    if month is None:
+        return None
+    try:
+        return parse_month(month)
+    except ValueError:
+        raise click.BadParameter(f"{month!r} is not a month; use YYYY-MM, e.g. 2025-11", param_hint="--month") from None
+
+
+@contextmanager
+def _reading(lazy: _LazySettings):
+    engine = open_warehouse(lazy.get().database_url)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+@cli.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
 @click.option("--dealers", default=20, show_default=True)
 @click.option("--months", default=3, show_default=True, help="How many months, ending with --last-month.")
@@ -167,19 +236,39 @@ def seed(out_dir: Path, dealers: int, months: int, rows: int, seed_value: int, l
 
 @cli.command()
 @pass_settings
-@click.pass_context
-def demo(ctx: click.Context, lazy: _LazySettings) -> None:
-    """Load the three demo rooftops through the ingest job and print the ledger."""
+def demo(lazy: _LazySettings) -> None:
+    """Load the three demo rooftops (2025-10 and 2025-11) through the pipeline and print their RaR."""
+    from rar_pipeline.seed import DEMO_ROOFTOPS
+    from rar_pipeline.summaries import dealer_pressure, dealer_summary
+
     settings = lazy.get()
     staging = settings.home / "demo"
-    path = staging / f"rar-demo-{DEMO_MONTH:%Y-%m}.csv"
-    write_batch(path, demo_rows())
-    click.echo(f"demo batch: {path}")
-    for report in _ingest_now(settings, [deliver(settings.landing_dir, path)]):
+    october = add_months(DEMO_MONTH, -1)
+    files = [
+        (staging / f"rar-demo-{october:%Y-%m}.csv", demo_rows(october, scale=0.9)),
+        (staging / f"rar-demo-{DEMO_MONTH:%Y-%m}.csv", demo_rows()),
+    ]
+    delivered = []
+    for path, rows in files:
+        write_batch(path, rows)
+        delivered.append(deliver(settings.landing_dir, path))
+    for report in _ingest_now(settings, delivered):
         _print_report(report)
-    click.echo("")
-    ctx.invoke(status, as_json=False, limit=10)
-    click.echo(f"\nThe run is in the Dagster UI: `make dev`, then http://127.0.0.1:3000/runs (DAGSTER_HOME={settings.dagster_home})")
+    click.echo(f"\nRevenue at Risk, {DEMO_MONTH:%B %Y}:")
+    click.echo(f"{'dealer':<24}{'RaR':>13}{'recoverable':>14}{'pressure':>10}  {'trend':<7} top intents")
+    with _reading(lazy) as connection:
+        for dealer_id, _, _ in DEMO_ROOFTOPS:
+            result = dealer_summary(connection, dealer_id, DEMO_MONTH)
+            current = dealer_pressure(connection, dealer_id)
+            intents = ", ".join(item["intent"] for item in result["topLosingIntents"][:3])
+            click.echo(
+                f"{dealer_id:<24}{result['rar']:>13,.2f}{result['recoverable']:>14,.2f}"
+                f"{current['pressure']:>10.2f}  {current['trend']:<7} {intents}"
+            )
+    click.echo(
+        f"\nSee the runs, the lineage and the checks in the Dagster UI: `make dev`, then open "
+        f"http://127.0.0.1:3000 (DAGSTER_HOME={settings.dagster_home})."
+    )
 
 
 @cli.group()

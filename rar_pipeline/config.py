@@ -34,6 +34,8 @@ class Settings:
     max_file_bytes: int = 2 * 1024**3
     # Share of a file's rows that may be rejected before the whole file is rejected.
     reject_budget: float = 0.05
+    # RaR (USD) at which pressure reaches 1.
+    pressure_cap: float = 100_000.0
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -47,6 +49,13 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=float):
         return kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number; set it to a {kind.__name__} or unset it.") from None
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name}={value} must be greater than 0.")
+    return value
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -72,4 +81,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_files_per_run=_number(env, "RAR_MAX_FILES_PER_RUN", 100, int),
         max_file_bytes=_number(env, "RAR_MAX_FILE_BYTES", 2 * 1024**3, int),
         reject_budget=budget,
+        pressure_cap=_positive(env, "RAR_PRESSURE_CAP", 100_000.0),
     )

@@ -34,7 +34,8 @@ class Reason(StrEnum):
 
 
 # Plain decimal or scientific notation; NaN, inf, hex and `1_000` are not numbers here.
-NUMBER_PATTERN = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
+# ASCII digits only: Python's `\d` also matches other scripts' digits, which Arrow's RE2 `\d` does not.
+NUMBER_PATTERN = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 DEALER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 MONTH_PATTERN = r"^\d{4}-\d{2}(?:-\d{2})?$"
 # Impressions above 2**53 would lose precision as float64 in the RaR arithmetic.

@@ -3,16 +3,18 @@
 import dagster as dg
 
 from rar_pipeline.config import load_settings
-from rar_pipeline.defs.ingest import rar_ingest_job, raw_events
+from rar_pipeline.defs.ingest import raw_events
+from rar_pipeline.defs.jobs import rar_ingest_job, rar_monthly_job
+from rar_pipeline.defs.monthly import dealer_scores, events, monthly_aggregates, pressure, score_adjustments
 from rar_pipeline.defs.resources import build_resources
-from rar_pipeline.defs.sensors import rar_landing_sensor
+from rar_pipeline.defs.sensors import rar_landing_sensor, rar_month_refresh_sensor
 
 
 def build_definitions(settings=None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_events],
-        jobs=[rar_ingest_job],
-        sensors=[rar_landing_sensor],
+        assets=[raw_events, dealer_scores, events, monthly_aggregates, pressure, score_adjustments],
+        jobs=[rar_ingest_job, rar_monthly_job],
+        sensors=[rar_landing_sensor, rar_month_refresh_sensor],
         resources=build_resources(settings or load_settings()),
     )
 

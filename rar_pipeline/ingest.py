@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from rar_pipeline.batch_reader import BLOCK_BYTES, BatchReader, FileRejected, file_format
@@ -29,11 +29,13 @@ from rar_pipeline.contract import NATURAL_KEY, Reason
 from rar_pipeline.landing import LandingFile, LandingFileChanged, archive, open_landing_file, scan_landing, sha256_of
 from rar_pipeline.validation import RAW_COPY_LIMIT, RejectedRow, validate_chunk
 from rar_pipeline.warehouse.bulk import insert_arrow
-from rar_pipeline.warehouse.schema import RAW_EVENT_COLUMNS, rar_batches, rar_raw_events, rar_rejected_rows
+from rar_pipeline.warehouse.engine import write_connection
+from rar_pipeline.warehouse.schema import RAW_EVENT_COLUMNS, rar_batch_months, rar_batches, rar_raw_events, rar_rejected_rows
 
 log = logging.getLogger(__name__)
 
 REJECT_COLUMNS = ["batch_id", "line_no", "reason", "detail", "raw"]
+INGEST_LOCK = 72_416_002  # names the PostgreSQL advisory lock that serialises file loads
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,12 @@ class _FileChanged(Exception):
     pass
 
 
-def _writer(engine: Engine) -> Connection:
-    return engine.connect().execution_options(rar_writer=True)
-
-
 def _load_in_transaction(engine, stream, found, ledger, kind, gzipped, options) -> FileReport:
-    with _writer(engine) as connection, connection.begin():
+    with write_connection(engine) as connection, connection.begin():
+        if connection.dialect.name == "postgresql":
+            # One loader at a time, so batch ids commit in increasing order: the refresh sensor's
+            # cursor ("batches after id N") then never skips a batch that committed late.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK})
         earlier = connection.execute(
             select(rar_batches.c.batch_id, rar_batches.c.file_name, rar_batches.c.archived_as).where(
                 rar_batches.c.sha256 == ledger["sha256"], rar_batches.c.status == "loaded"
@@ -188,6 +190,11 @@ def record_outcome(connection: Connection, report: FileReport) -> None:
             months=json.dumps(report.months),
         )
     )
+    if report.months:
+        connection.execute(
+            insert(rar_batch_months),
+            [{"batch_id": report.batch_id, "month": date.fromisoformat(month), "kind": "events"} for month in report.months],
+        )
 
 
 # Up to this many rows, the in-batch duplicate check runs on fingerprints in memory (8 bytes a row);
@@ -319,7 +326,7 @@ def _insert_duplicate(connection: Connection, ledger: dict, original: int) -> Fi
 
 
 def _record_duplicate(engine: Engine, ledger: dict) -> FileReport:
-    with _writer(engine) as connection, connection.begin():
+    with write_connection(engine) as connection, connection.begin():
         original = connection.execute(
             select(rar_batches.c.batch_id).where(rar_batches.c.sha256 == ledger["sha256"], rar_batches.c.status == "loaded")
         ).scalar_one()
@@ -327,7 +334,7 @@ def _record_duplicate(engine: Engine, ledger: dict) -> FileReport:
 
 
 def _record_rejected(engine: Engine, ledger: dict, rejected: FileRejected) -> FileReport:
-    with _writer(engine) as connection, connection.begin():
+    with write_connection(engine) as connection, connection.begin():
         batch_id = connection.execute(
             insert(rar_batches)
             .values(**ledger, status="rejected", reason=rejected.reason, detail=rejected.detail)
@@ -344,7 +351,7 @@ def _archive(engine: Engine, landing_dir: Path, found: LandingFile, report: File
         log.warning("could not move %s aside: %s", found.name, error.strerror)
         return
     report.archived_as = str(target)
-    with _writer(engine) as connection, connection.begin():
+    with write_connection(engine) as connection, connection.begin():
         connection.execute(
             update(rar_batches).where(rar_batches.c.batch_id == report.batch_id).values(archived_as=str(target))
         )

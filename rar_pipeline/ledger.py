@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy import Connection, func, select
 
-from rar_pipeline.warehouse.schema import rar_batches, rar_raw_events, rar_rejected_rows
+from rar_pipeline.months import add_months
+from rar_pipeline.warehouse.schema import rar_batch_months, rar_batches, rar_raw_events, rar_rejected_rows
 
 LEDGER_COLUMNS = ("batch_id", "file_name", "status", "rows_read", "rows_accepted", "rows_rejected", "reason", "loaded_at")
 
@@ -96,3 +99,44 @@ def file_rejects_by_reason(connection: Connection) -> dict[str, int]:
         select(rar_batches.c.reason, func.count()).where(rar_batches.c.status == "rejected").group_by(rar_batches.c.reason)
     ).all()
     return {reason: count for reason, count in rows}
+
+
+def newest_batch_id(connection: Connection) -> int:
+    return connection.execute(select(func.coalesce(func.max(rar_batches.c.batch_id), 0))).scalar_one()
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    month: date
+    scores_only: bool  # only dealer scores changed: the score adjustments alone need a rebuild
+    up_to_batch: int
+
+
+def refresh_plan(connection: Connection, after_batch_id: int, last_month: date) -> tuple[list[RefreshRequest], int]:
+    """Months to rebuild for the batches loaded after `after_batch_id`, and the new cursor.
+
+    Late data for month M also rebuilds M+1 when M+1 has data, since M+1's trend compares with M.
+    """
+    newest = newest_batch_id(connection)
+    if newest <= after_batch_id:
+        return [], after_batch_id
+    touched = connection.execute(
+        select(rar_batch_months.c.month, rar_batch_months.c.kind, func.max(rar_batch_months.c.batch_id))
+        .join(rar_batches, rar_batches.c.batch_id == rar_batch_months.c.batch_id)
+        .where(rar_batch_months.c.batch_id > after_batch_id, rar_batches.c.status == "loaded")
+        .group_by(rar_batch_months.c.month, rar_batch_months.c.kind)
+    ).all()
+    events: dict[date, int] = {}
+    scores: dict[date, int] = {}
+    for month, kind, batch in touched:
+        (events if kind == "events" else scores)[month] = batch
+    with_data = set(
+        connection.execute(select(rar_batch_months.c.month).where(rar_batch_months.c.kind == "events").distinct()).scalars()
+    )
+    for month, batch in list(events.items()):
+        following = add_months(month, 1)
+        if following in with_data and following <= last_month:
+            events[following] = max(batch, events.get(following, 0))
+    requests = [RefreshRequest(month, False, batch) for month, batch in events.items()]
+    requests += [RefreshRequest(month, True, batch) for month, batch in scores.items() if month not in events]
+    return sorted(requests, key=lambda request: (request.month, request.scores_only)), newest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timezone
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$", re.ASCII)  # ASCII digits only
 
 
 def parse_month(text: str) -> date:

@@ -112,11 +112,3 @@ def _run_metadata(reports: list[FileReport], row_total: int) -> dict:
         "dagster/row_count": row_total,
     }
 
-
-rar_ingest_job = dg.define_asset_job(
-    "rar_ingest_job",
-    selection=dg.AssetSelection.assets(RAW_EVENTS_KEY),
-    description="Load every pending file of the landing zone into rar_raw_events.",
-    # dagster.yaml limits runs with this tag to one at a time; the ledger makes overlap safe anyway.
-    tags={"rar/writer": "ingest"},
-)

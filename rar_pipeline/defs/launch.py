@@ -30,12 +30,35 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_job(settings: Settings, job_name: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+def run_job(settings: Settings, job_name: str, request: dg.RunRequest | None = None) -> dg.ExecuteInProcessResult:
+    """Run a job in this process on the configured instance; `request` is what a sensor would send."""
     job = build_definitions(settings).resolve_job_def(job_name)
     with dagster_instance(settings) as instance:
         return job.execute_in_process(
-            run_config=QUIET_CONSOLE, instance=instance, raise_on_error=False, tags={"rar/launched_by": "cli", **(tags or {})}
+            run_config=QUIET_CONSOLE,
+            instance=instance,
+            raise_on_error=False,
+            partition_key=request.partition_key if request else None,
+            asset_selection=request.asset_selection if request else None,
+            tags={"rar/launched_by": "cli", **(request.tags if request else {})},
         )
+
+
+def ingest_and_refresh(settings: Settings, engine) -> tuple[dg.ExecuteInProcessResult, list[dg.RunRequest], list[dg.ExecuteInProcessResult]]:
+    """What the two sensors would do, in order: load pending files, then rebuild the touched months."""
+    from rar_pipeline.defs.sensors import refresh_run_request
+    from rar_pipeline.ledger import newest_batch_id, refresh_plan
+    from rar_pipeline.months import current_month
+
+    with engine.connect() as connection:
+        before = newest_batch_id(connection)
+    ingest = run_job(settings, "rar_ingest_job")
+    if not ingest.success:
+        return ingest, [], []
+    with engine.connect() as connection:
+        plan, _ = refresh_plan(connection, before, current_month())
+    requests = [refresh_run_request(item) for item in plan]
+    return ingest, requests, [run_job(settings, "rar_monthly_job", request) for request in requests]
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:

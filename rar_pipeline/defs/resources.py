@@ -61,6 +61,12 @@ class LandingZoneResource(dg.ConfigurableResource):
         )
 
 
+class RarRulesResource(dg.ConfigurableResource):
+    """Business settings of the RaR rules (rar-domain.md)."""
+
+    pressure_cap: float = 100_000.0
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     url = dg.EnvVar("RAR_DATABASE_URL") if settings.database_url_from_env else settings.database_url
     return {
@@ -73,4 +79,5 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_file_bytes=settings.max_file_bytes,
             reject_budget=settings.reject_budget,
         ),
+        "rules": RarRulesResource(pressure_cap=settings.pressure_cap),
     }

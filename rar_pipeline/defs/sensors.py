@@ -1,11 +1,14 @@
-"""`rar_landing_sensor`: start an ingest run when new, stable files sit in the landing zone."""
+"""Sensors: new files in the landing zone, and months touched by newly loaded batches."""
 
 import hashlib
 
 import dagster as dg
 
-from rar_pipeline.defs.ingest import rar_ingest_job
-from rar_pipeline.defs.resources import LandingZoneResource
+from rar_pipeline.defs.jobs import rar_ingest_job, rar_monthly_job
+from rar_pipeline.defs.monthly import SCORE_ADJUSTMENTS_KEY
+from rar_pipeline.defs.resources import LandingZoneResource, WarehouseResource
+from rar_pipeline.ledger import RefreshRequest, refresh_plan
+from rar_pipeline.months import current_month
 from rar_pipeline.landing import LandingScan, scan_landing
 
 
@@ -44,3 +47,33 @@ def rar_landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone
     context.log.info(f"{len(new)} new file(s): {', '.join(found.name for found in new[:10])}")
     # The run loads every pending file, the new ones included; the run key makes a re-evaluated tick harmless.
     return dg.RunRequest(run_key=f"landing-{identity}", tags={"rar/new_files": str(len(new))})
+
+
+def refresh_run_request(request: RefreshRequest) -> dg.RunRequest:
+    """The rar_monthly_job run for one month; the run key is the month and the newest batch in it."""
+    month = request.month.isoformat()
+    if request.scores_only:
+        return dg.RunRequest(
+            run_key=f"scores-{month}-b{request.up_to_batch}",
+            partition_key=month,
+            asset_selection=[SCORE_ADJUSTMENTS_KEY],
+            tags={"rar/refresh": "dealer_scores"},
+        )
+    return dg.RunRequest(run_key=f"refresh-{month}-b{request.up_to_batch}", partition_key=month, tags={"rar/refresh": "events"})
+
+
+@dg.sensor(
+    name="rar_month_refresh_sensor",
+    job=rar_monthly_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Reads the ledger for batches loaded since its cursor and rebuilds exactly the months they touched.",
+)
+def rar_month_refresh_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    after = int(context.cursor or 0)
+    with warehouse.get_engine().connect() as connection:
+        requests, cursor = refresh_plan(connection, after, current_month())
+    context.update_cursor(str(cursor))
+    if not requests:
+        return dg.SkipReason(f"no batches loaded after batch {after}" if cursor == after else f"batches {after + 1}..{cursor} touched no month")
+    return [refresh_run_request(request) for request in requests]

@@ -26,13 +26,18 @@ class _ArrowCsvStream(io.RawIOBase):
         self._tables: Iterator[pa.Table] = iter(tables)
         self._pending = memoryview(b"")
         self._options = pa_csv.WriteOptions(include_header=False)
+        self.error: BaseException | None = None  # what the tables' producer raised, if anything
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         while not self._pending:
-            table = next(self._tables, None)
+            try:
+                table = next(self._tables, None)
+            except BaseException as error:
+                self.error = error  # psycopg2 turns it into QueryCanceled; insert_arrow re-raises it
+                raise
             if table is None:
                 return 0
             sink = io.BytesIO()
@@ -59,8 +64,13 @@ def insert_arrow(connection: Connection, table: str, columns: Sequence[str], tab
     """Insert Arrow tables whose columns are named `columns`, using the fastest path of the dialect."""
     if connection.dialect.name == "postgresql":
         text_columns = [name for name in columns if name in ("channel", "intent_cluster", "dealer_id")]
-        stream = io.BufferedReader(_ArrowCsvStream(t.select(list(columns)) for t in tables), COPY_READ_BYTES)
-        copy_csv(connection, table, columns, stream, not_null=text_columns)
+        source = _ArrowCsvStream(t.select(list(columns)) for t in tables)
+        try:
+            copy_csv(connection, table, columns, io.BufferedReader(source, COPY_READ_BYTES), not_null=text_columns)
+        except Exception:
+            if source.error is not None:
+                raise source.error from None  # e.g. the reader's FileRejected, not psycopg2's QueryCanceled
+            raise
         return
     placeholders = ", ".join("?" for _ in columns)
     statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
@@ -79,3 +89,31 @@ def _sqlite_values(column: pa.Array) -> list:
         # SQLAlchemy's Date type reads ISO text back from SQLite.
         return pc.cast(column, pa.string()).to_pylist()
     return column.to_pylist()
+
+
+def read_arrow(connection: Connection, query, types: dict[str, pa.DataType]) -> pa.Table:
+    """Run a SELECT and return its rows as an Arrow table with the given column types.
+
+    On PostgreSQL the rows come through `COPY (query) TO STDOUT` as CSV (floats are printed in
+    their shortest exact form, so they round-trip bit for bit); on SQLite through the cursor.
+    """
+    compiled = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+    names = list(types)
+    if connection.dialect.name == "postgresql":
+        sink = io.BytesIO()
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.copy_expert(f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv)", sink)
+        finally:
+            cursor.close()
+        if not sink.tell():
+            return pa.table({name: pa.array([], type) for name, type in types.items()})
+        sink.seek(0)
+        return pa_csv.read_csv(
+            sink,
+            read_options=pa_csv.ReadOptions(column_names=names),
+            convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+    rows = connection.execute(query).all()
+    columns = list(zip(*rows)) if rows else [[] for _ in names]
+    return pa.table({name: pa.array(list(values), types[name]) for name, values in zip(names, columns)})

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
@@ -70,6 +70,11 @@ def _sqlite_engine(parsed) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def write_connection(engine: Engine) -> Connection:
+    """A connection for a writing transaction (on SQLite it takes the write lock at BEGIN)."""
+    return engine.connect().execution_options(rar_writer=True)
 
 
 def check_connection(engine: Engine) -> None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
     Double,
     ForeignKey,
     Index,
+    JSON,
     Integer,
     MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -29,6 +33,7 @@ rar_batches = Table(
     Column("sha256", String(64), nullable=False),
     Column("file_name", String(512), nullable=False),
     Column("file_format", String(16), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="events", comment="events | dealer_scores"),
     Column("size_bytes", BigInteger, nullable=False),
     Column("status", String(16), nullable=False, comment="loaded | rejected | duplicate"),
     Column("reason", String(32), comment="whole-file reject reason code"),
@@ -91,3 +96,134 @@ rar_rejected_rows = Table(
 )
 
 RAW_EVENT_COLUMNS = [column.name for column in rar_raw_events.columns]
+
+# Which months each loaded batch has rows for: the refresh sensor and the monthly rebuilds read it.
+rar_batch_months = Table(
+    "rar_batch_months",
+    metadata,
+    Column("batch_id", Integer, ForeignKey("rar_batches.batch_id"), primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("kind", String(16), nullable=False, comment="events | dealer_scores"),
+    Index("ix_rar_batch_months_month", "month"),
+)
+
+MONEY = Numeric(14, 2)
+DERIVED_COLUMNS = ("ai_sessions", "lost_sessions", "lost_leads", "lost_sales", "rar", "recoverable")
+
+# The canonical events of each month: the latest batch wins per natural key, with the per-event chain.
+rar_events = Table(
+    "rar_events",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("dealer_id", String(128), primary_key=True),
+    Column("channel", Text, primary_key=True),
+    Column("intent_cluster", Text, primary_key=True),
+    *(column.copy() for column in EVENT_VALUE_COLUMNS if column.name not in ("dealer_id", "month", "channel", "intent_cluster")),
+    *(Column(name, Double, nullable=False) for name in DERIVED_COLUMNS),
+    Column("batch_id", Integer, nullable=False, comment="the batch this row comes from"),
+    Column("line_no", BigInteger, nullable=False),
+)
+
+rar_monthly = Table(
+    "rar_monthly",
+    metadata,
+    Column("dealer_id", String(128), primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("lost_sessions", BigInteger, nullable=False),
+    Column("lost_leads", BigInteger, nullable=False),
+    Column("lost_sales", MONEY, nullable=False),
+    Column("rar", MONEY, nullable=False, comment="monthly gross profit at risk, USD"),
+    Column("recoverable", MONEY, nullable=False),
+    Column("impressions", BigInteger, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    Column("top_losing_intents", JSON, nullable=False, comment='[{"intent": name, "rar": cents}], at most 5'),
+    Column("recovery_rate", Double, comment="recoverable / rar; NULL when rar = 0"),
+    Column("zero_click_rate", Double, comment="lost_sessions / impressions; NULL when no impressions"),
+    Column("is_complete", Boolean, nullable=False, comment="false while the month is still running"),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
+
+rar_intent_monthly = Table(
+    "rar_intent_monthly",
+    metadata,
+    Column("dealer_id", String(128), primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("intent_cluster", Text, primary_key=True),
+    Column("rank", Integer, nullable=False, comment="1 = the dealer's biggest losing intent that month"),
+    Column("rar", MONEY, nullable=False),
+    Column("recoverable", MONEY, nullable=False),
+    Column("lost_sessions", BigInteger, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    Column("is_complete", Boolean, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
+
+rar_pressure = Table(
+    "rar_pressure",
+    metadata,
+    Column("dealer_id", String(128), primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("rar", MONEY, nullable=False),
+    Column("pressure", Double, nullable=False, comment="min(rar / cap, 1)"),
+    Column("cap", Double, nullable=False),
+    Column("trend", String(8), nullable=False, comment="up | down | stable vs the previous calendar month"),
+    Column("trend_pct", Double, nullable=False),
+    Column("previous_rar", MONEY, comment="RaR of the previous calendar month, when it has data"),
+    Column("lost_sessions", BigInteger, nullable=False),
+    Column("zero_click_proxy", Double, nullable=False, comment="lost_sessions / (lost_sessions + 10,000)"),
+    Column("is_complete", Boolean, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
+
+# The dashboard's per-dealer current values; `rar_pressure` is that of the dealer's latest month with data.
+secondary_metrics = Table(
+    "secondary_metrics",
+    metadata,
+    Column("dealer_id", String(128), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value_num", Double, nullable=False),
+    Column("month", Date, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+SCORE_VALUE_COLUMNS = (
+    Column("dealer_id", String(128), nullable=False),
+    Column("month", Date, nullable=False),
+    Column("aiv", Double, nullable=False, comment="AI visibility, 0..100"),
+    Column("ati", Double, nullable=False, comment="AI trust, 0..100"),
+    Column("qai", Double, nullable=False, comment="quality index, 0..100"),
+    Column("zero_click_coverage", Double, comment="0..1, when known"),
+    Column("schema_coverage", Double, comment="0..1, when known"),
+)
+
+rar_raw_dealer_scores = Table(
+    "rar_raw_dealer_scores",
+    metadata,
+    Column("batch_id", Integer, primary_key=True),
+    Column("line_no", BigInteger, primary_key=True),
+    *(column.copy() for column in SCORE_VALUE_COLUMNS),
+    Column("key_hash", BigInteger, nullable=False),
+)
+
+dealer_scores = Table(
+    "dealer_scores",
+    metadata,
+    *(column.copy() for column in SCORE_VALUE_COLUMNS),
+    Column("batch_id", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("dealer_id", "month"),
+)
+
+rar_score_adjustments = Table(
+    "rar_score_adjustments",
+    metadata,
+    Column("dealer_id", String(128), primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("scores_month", Date, nullable=False, comment="month of the score snapshot used"),
+    Column("pressure", Double, nullable=False),
+    Column("trend", String(8), nullable=False),
+    *(Column(name, Double, nullable=False) for name in ("aiv", "ati", "qai")),
+    *(Column(f"{name}_adjusted", Double, nullable=False) for name in ("aiv", "ati", "qai")),
+    *(Column(f"{name}_delta", Double, nullable=False, comment="adjusted - base, points") for name in ("aiv", "ati", "qai")),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
