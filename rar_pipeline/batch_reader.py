@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.compute as pc
 
-from rar_pipeline.contract import FIELDS, HEADER_TO_FIELD, Reason
+from rar_pipeline.contract import EVENTS, Contract, Reason, contract_for_columns
 from rar_pipeline.validation import RAW_COPY_LIMIT, RejectedRow
 
 BLOCK_BYTES = 8 * 1024 * 1024
@@ -65,6 +65,8 @@ class BatchReader:
         self._gzipped = gzipped
         self._block_bytes = block_bytes
         self.unknown_columns: list[str] = []
+        # Decided by the header (CSV) or the first object (JSONL): events or dealer scores.
+        self.contract: Contract = EVENTS
 
     def chunks(self) -> Iterator[RowChunk]:
         stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if self._gzipped else self._raw
@@ -90,16 +92,18 @@ class BatchReader:
     def _csv_chunks(self, stream: IO[bytes]) -> Iterator[RowChunk]:
         start = stream.tell()
         names = self._csv_header(stream)
+        self.contract = contract_for_columns(names)
+        header_to_field = self.contract.header_to_field
         fields: dict[str, str] = {}
         for name in names:
-            target = HEADER_TO_FIELD.get(name.strip())
+            target = header_to_field.get(name.strip())
             if target is None:
                 self.unknown_columns.append(name)
             elif target in fields.values():
                 raise FileRejected("ambiguous_header", f"the header names {target!r} twice; keep one column per field")
             else:
                 fields[name] = target
-        missing = [spec.alias for spec in FIELDS if spec.required and spec.name not in fields.values()]
+        missing = [spec.alias for spec in self.contract.fields if spec.required and spec.name not in fields.values()]
         if missing:
             raise FileRejected(
                 "missing_columns", f"the header lacks required column(s) {', '.join(missing)}; see the CSV template"
@@ -152,7 +156,7 @@ class BatchReader:
 
     # JSONL -------------------------------------------------------------------------------------
     def _jsonl_chunks(self, stream: IO[bytes]) -> Iterator[RowChunk]:
-        columns: dict[str, list] = {spec.name: [] for spec in FIELDS}
+        columns: dict[str, list] | None = None  # made once the first object tells the contract
         lines: list[int] = []
         malformed: list[RejectedRow] = []
         unknown: set[str] = set()
@@ -175,9 +179,13 @@ class BatchReader:
                     RejectedRow(line_no, Reason.MALFORMED_ROW, "expected one JSON object per line", text[:RAW_COPY_LIMIT])
                 )
                 continue
+            if columns is None:
+                self.contract = contract_for_columns(record)
+                header_to_field = self.contract.header_to_field
+                columns = {spec.name: [] for spec in self.contract.fields}
             values: dict[str, str | None] = {}
             for key, value in record.items():
-                name = HEADER_TO_FIELD.get(key)
+                name = header_to_field.get(key)
                 if name is None:
                     unknown.add(key)
                 else:
@@ -187,10 +195,10 @@ class BatchReader:
             lines.append(line_no)
             if len(lines) >= JSONL_CHUNK_ROWS:
                 yield self._jsonl_chunk(columns, lines, malformed, unknown)
-                columns = {spec.name: [] for spec in FIELDS}
+                columns = {spec.name: [] for spec in self.contract.fields}
                 lines, malformed = [], []
         if lines or malformed:
-            yield self._jsonl_chunk(columns, lines, malformed, unknown)
+            yield self._jsonl_chunk(columns or {}, lines, malformed, unknown)
         elif not seen_any:
             raise FileRejected("empty_file", "the file is empty; a batch needs one JSON object per line")
 

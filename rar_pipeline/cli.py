@@ -12,7 +12,7 @@ import click
 from rar_pipeline.config import ConfigError, Settings, load_settings
 from rar_pipeline.landing import DeliveryError, deliver
 from rar_pipeline.summaries import NotFound
-from rar_pipeline.seed import DEMO_MONTH, SeedSpec, demo_rows, synthetic_rows, write_batch
+from rar_pipeline.seed import DEMO_MONTH, HEADER, SCORE_HEADER, SeedSpec, demo_rows, demo_score_rows, synthetic_rows, write_batch
 from rar_pipeline.months import add_months
 from rar_pipeline.warehouse.engine import WarehouseError, create_warehouse_engine, open_warehouse, upgrade_schema
 
@@ -239,31 +239,34 @@ def seed(out_dir: Path, dealers: int, months: int, rows: int, seed_value: int, l
 def demo(lazy: _LazySettings) -> None:
     """Load the three demo rooftops (2025-10 and 2025-11) through the pipeline and print their RaR."""
     from rar_pipeline.seed import DEMO_ROOFTOPS
-    from rar_pipeline.summaries import dealer_pressure, dealer_summary
+    from rar_pipeline.summaries import dealer_adjustment, dealer_pressure, dealer_summary
 
     settings = lazy.get()
     staging = settings.home / "demo"
     october = add_months(DEMO_MONTH, -1)
     files = [
-        (staging / f"rar-demo-{october:%Y-%m}.csv", demo_rows(october, scale=0.9)),
-        (staging / f"rar-demo-{DEMO_MONTH:%Y-%m}.csv", demo_rows()),
+        (staging / f"rar-demo-{october:%Y-%m}.csv", demo_rows(october, scale=0.9), HEADER),
+        (staging / f"rar-demo-{DEMO_MONTH:%Y-%m}.csv", demo_rows(), HEADER),
+        (staging / f"rar-demo-scores-{DEMO_MONTH:%Y-%m}.csv", demo_score_rows(), SCORE_HEADER),
     ]
     delivered = []
-    for path, rows in files:
-        write_batch(path, rows)
+    for path, rows, header in files:
+        write_batch(path, rows, header=header)
         delivered.append(deliver(settings.landing_dir, path))
     for report in _ingest_now(settings, delivered):
         _print_report(report)
     click.echo(f"\nRevenue at Risk, {DEMO_MONTH:%B %Y}:")
-    click.echo(f"{'dealer':<24}{'RaR':>13}{'recoverable':>14}{'pressure':>10}  {'trend':<7} top intents")
+    click.echo(f"{'dealer':<24}{'RaR':>13}{'recoverable':>14}{'pressure':>10}  {'trend':<7} {'AIV→adjusted':<15} top intents")
     with _reading(lazy) as connection:
         for dealer_id, _, _ in DEMO_ROOFTOPS:
             result = dealer_summary(connection, dealer_id, DEMO_MONTH)
             current = dealer_pressure(connection, dealer_id)
             intents = ", ".join(item["intent"] for item in result["topLosingIntents"][:3])
+            scores = dealer_adjustment(connection, dealer_id, DEMO_MONTH)
+            aiv = f"{scores['aiv']:.0f}→{scores['aivAdjusted']:.2f}" if scores else "-"
             click.echo(
                 f"{dealer_id:<24}{result['rar']:>13,.2f}{result['recoverable']:>14,.2f}"
-                f"{current['pressure']:>10.2f}  {current['trend']:<7} {intents}"
+                f"{current['pressure']:>10.2f}  {current['trend']:<7} {aiv:<15} {intents}"
             )
     click.echo(
         f"\nSee the runs, the lineage and the checks in the Dagster UI: `make dev`, then open "

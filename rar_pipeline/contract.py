@@ -49,10 +49,11 @@ class FieldSpec:
     kind: str  # "dealer_id" | "month" | "text" | "integer" | "number" | "optional_text"
     low: float | None = None
     high: float | None = None
+    optional: bool = False  # a blank value is allowed (stored as NULL, or "" for optional_text)
 
     @property
     def required(self) -> bool:
-        return self.kind != "optional_text"
+        return self.kind != "optional_text" and not self.optional
 
 
 FIELDS: tuple[FieldSpec, ...] = (
@@ -72,11 +73,24 @@ FIELDS: tuple[FieldSpec, ...] = (
 FIELD_BY_NAME = {spec.name: spec for spec in FIELDS}
 NATURAL_KEY = ("dealer_id", "month", "channel", "intent_cluster")
 
-# Both spellings are accepted as headers/keys.
-HEADER_TO_FIELD: dict[str, str] = {
-    **{spec.alias: spec.name for spec in FIELDS},
-    **{spec.name: spec.name for spec in FIELDS},
-}
+SCORE_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("dealer_id", "dealerId", "dealer_id"),
+    FieldSpec("month", "month", "month"),
+    FieldSpec("aiv", "aiv", "number", 0, 100),
+    FieldSpec("ati", "ati", "number", 0, 100),
+    FieldSpec("qai", "qai", "number", 0, 100),
+    FieldSpec("zero_click_coverage", "zeroClickCoverage", "number", 0, 1, optional=True),
+    FieldSpec("schema_coverage", "schemaCoverage", "number", 0, 1, optional=True),
+)
+FIELD_BY_NAME.update({spec.name: spec for spec in SCORE_FIELDS})
+
+
+def _header_map(fields: tuple[FieldSpec, ...]) -> dict[str, str]:
+    # Both spellings are accepted as headers/keys.
+    return {**{spec.alias: spec.name for spec in fields}, **{spec.name: spec.name for spec in fields}}
+
+
+HEADER_TO_FIELD: dict[str, str] = _header_map(FIELDS)
 
 
 def range_text(spec: FieldSpec) -> str:
@@ -171,11 +185,50 @@ class RarEvent(BaseModel):
     intent_cluster: Annotated[str, BeforeValidator(_text)] = Field(default="", alias="intentCluster")
 
 
-def normalize_record(record: Mapping[str, Any]) -> dict[str, str]:
+class DealerScore(BaseModel):
+    """One dealer's base AI scores for a month (a dealer-score file row)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    dealer_id: Annotated[str, BeforeValidator(_dealer_id)] = Field(alias="dealerId")
+    month: Annotated[date, BeforeValidator(_month)]
+    aiv: Annotated[float, _numeric("aiv")]
+    ati: Annotated[float, _numeric("ati")]
+    qai: Annotated[float, _numeric("qai")]
+    zero_click_coverage: Annotated[float | None, _numeric("zero_click_coverage")] = Field(default=None, alias="zeroClickCoverage")
+    schema_coverage: Annotated[float | None, _numeric("schema_coverage")] = Field(default=None, alias="schemaCoverage")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What one kind of batch file holds: its fields, natural key, reference model and raw table."""
+
+    kind: str
+    fields: tuple[FieldSpec, ...]
+    natural_key: tuple[str, ...]
+    model: type[BaseModel]
+    raw_table: str
+
+    @property
+    def header_to_field(self) -> dict[str, str]:
+        return _header_map(self.fields)
+
+
+EVENTS = Contract("events", FIELDS, NATURAL_KEY, RarEvent, "rar_raw_events")
+DEALER_SCORES = Contract("dealer_scores", SCORE_FIELDS, ("dealer_id", "month"), DealerScore, "rar_raw_dealer_scores")
+
+
+def contract_for_columns(names) -> Contract:
+    """A file whose header (or first JSON object) has an `aiv` column holds dealer scores; else events."""
+    return DEALER_SCORES if "aiv" in {str(name).strip() for name in names} else EVENTS
+
+
+def normalize_record(record: Mapping[str, Any], contract: Contract = EVENTS) -> dict[str, str]:
     """Map header names to fields and drop blank values, so a blank cell counts as missing."""
+    header_to_field = contract.header_to_field
     out: dict[str, str] = {}
     for key, value in record.items():
-        name = HEADER_TO_FIELD.get(key)
+        name = header_to_field.get(key)
         if name is None or value is None:
             continue
         text = value if isinstance(value, str) else str(value)
@@ -184,16 +237,18 @@ def normalize_record(record: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def check_record(record: Mapping[str, Any], first_month: date, last_month: date) -> tuple[Reason, str] | None:
+def check_record(
+    record: Mapping[str, Any], first_month: date, last_month: date, contract: Contract = EVENTS
+) -> tuple[Reason, str] | None:
     """The reference verdict for one record: None when valid, else (reason, detail) of the first failing field."""
-    values = normalize_record(record)
-    missing = [spec.alias for spec in FIELDS if spec.required and spec.name not in values]
+    values = normalize_record(record, contract)
+    missing = [spec.alias for spec in contract.fields if spec.required and spec.name not in values]
     if missing:
         return Reason.MISSING_FIELD, f"missing required field(s): {', '.join(missing)}"
     try:
-        RarEvent.model_validate(values, context={"first_month": first_month, "last_month": last_month})
+        contract.model.model_validate(values, context={"first_month": first_month, "last_month": last_month})
     except ValidationError as error:
-        order = {spec.name: index for index, spec in enumerate(FIELDS)}
+        order = {spec.name: index for index, spec in enumerate(contract.fields)}
         first = min(error.errors(), key=lambda e: order.get(str(e["loc"][0]), len(order)))
         return Reason(first["type"]), first["ctx"]["detail"]
     return None

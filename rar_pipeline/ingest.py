@@ -8,6 +8,7 @@ of the same bytes impossible even for two loaders racing; the loser records a du
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import os
@@ -24,13 +25,13 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from rar_pipeline.batch_reader import BLOCK_BYTES, BatchReader, FileRejected, file_format
-from rar_pipeline.contract import NATURAL_KEY, Reason
+from rar_pipeline.batch_reader import BLOCK_BYTES, BatchReader, FileRejected, RowChunk, file_format
+from rar_pipeline.contract import Contract, Reason
 from rar_pipeline.landing import LandingFile, LandingFileChanged, archive, open_landing_file, scan_landing, sha256_of
 from rar_pipeline.validation import RAW_COPY_LIMIT, RejectedRow, validate_chunk
 from rar_pipeline.warehouse.bulk import insert_arrow
 from rar_pipeline.warehouse.engine import write_connection
-from rar_pipeline.warehouse.schema import RAW_EVENT_COLUMNS, rar_batch_months, rar_batches, rar_raw_events, rar_rejected_rows
+from rar_pipeline.warehouse.schema import metadata, rar_batch_months, rar_batches, rar_rejected_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class FileReport:
     reason: str | None = None
     detail: str | None = None
     archived_as: str | None = None
+    kind: str = "events"  # events | dealer_scores
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -137,16 +139,21 @@ def _load_in_transaction(engine, stream, found, ledger, kind, gzipped, options) 
             insert(rar_batches).values(**ledger, status="loaded").returning(rar_batches.c.batch_id)
         ).scalar_one()
         reader = BatchReader(stream, kind, gzipped, options.block_bytes)
+        chunks = reader.chunks()
+        first = next(chunks, None)  # reading the header decides the contract, hence the table
+        contract = reader.contract
+        raw_table = metadata.tables[contract.raw_table]
         stats = _LoadStats()
         with tempfile.TemporaryFile("w+", newline="", encoding="utf-8") as rejects_file:
             rejects = csv.writer(rejects_file)
-            accepted = _accepted_tables(reader, options, batch_id, stats, rejects)
-            insert_arrow(connection, rar_raw_events.name, RAW_EVENT_COLUMNS, accepted)
+            all_chunks = itertools.chain([first] if first else [], chunks)
+            accepted = _accepted_tables(all_chunks, contract, options, batch_id, stats, rejects)
+            insert_arrow(connection, raw_table.name, [column.name for column in raw_table.columns], accepted)
             rejects_file.flush()
             rejects_file.seek(0)
             insert_arrow(connection, rar_rejected_rows.name, REJECT_COLUMNS, _read_rejects(rejects_file))
         if stats.may_have_repeated_keys():
-            for row in _reject_duplicate_keys(connection, batch_id):
+            for row in _reject_duplicate_keys(connection, batch_id, contract):
                 stats.count_reject(row.reason)
 
         if stats.rows_read == 0:
@@ -171,6 +178,7 @@ def _load_in_transaction(engine, stream, found, ledger, kind, gzipped, options) 
             rejected_by_reason=dict(sorted(stats.by_reason.items())),
             months=sorted(month.isoformat() for month in stats.months),
             unknown_columns=reader.unknown_columns,
+            kind=contract.kind,
         )
         record_outcome(connection, report)
         return report
@@ -188,12 +196,13 @@ def record_outcome(connection: Connection, report: FileReport) -> None:
             rejected_by_reason=json.dumps(report.rejected_by_reason),
             unknown_columns=json.dumps(report.unknown_columns),
             months=json.dumps(report.months),
+            kind=report.kind,
         )
     )
     if report.months:
         connection.execute(
             insert(rar_batch_months),
-            [{"batch_id": report.batch_id, "month": date.fromisoformat(month), "kind": "events"} for month in report.months],
+            [{"batch_id": report.batch_id, "month": date.fromisoformat(month), "kind": report.kind} for month in report.months],
         )
 
 
@@ -232,10 +241,16 @@ class _LoadStats:
         self.by_reason[reason.value] += 1
 
 
-def _accepted_tables(reader: BatchReader, options: LoadOptions, batch_id: int, stats: _LoadStats, rejects) -> Iterator[pa.Table]:
-    for chunk in reader.chunks():
+def _accepted_tables(
+    chunks: Iterator[RowChunk], contract: Contract, options: LoadOptions, batch_id: int, stats: _LoadStats, rejects
+) -> Iterator[pa.Table]:
+    for chunk in chunks:
         stats.rows_read += chunk.rows_read
-        validated = validate_chunk(chunk.columns, chunk.line_numbers, options.first_month, options.last_month) if chunk.columns else None
+        validated = (
+            validate_chunk(chunk.columns, chunk.line_numbers, options.first_month, options.last_month, contract)
+            if chunk.columns
+            else None
+        )
         for row in chunk.malformed + (validated.rejected if validated else []):
             stats.count_reject(row.reason)
             rejects.writerow([batch_id, row.line_no, row.reason.value, row.detail, row.raw])
@@ -268,9 +283,10 @@ def _read_rejects(rejects_file) -> Iterator[pa.Table]:
         )
 
 
-def _reject_duplicate_keys(connection: Connection, batch_id: int) -> list[RejectedRow]:
+def _reject_duplicate_keys(connection: Connection, batch_id: int, contract: Contract) -> list[RejectedRow]:
     """Quarantine every copy of a natural key that occurs more than once in this file."""
-    raw = rar_raw_events
+    raw = metadata.tables[contract.raw_table]
+    key_names = contract.natural_key
     repeated = (
         select(raw.c.key_hash).where(raw.c.batch_id == batch_id).group_by(raw.c.key_hash).having(func.count() > 1)
     )
@@ -279,18 +295,20 @@ def _reject_duplicate_keys(connection: Connection, batch_id: int) -> list[Reject
     ).all()
     lines_by_key: dict[tuple, list[int]] = defaultdict(list)
     for row in candidates:
-        lines_by_key[tuple(row._mapping[name] for name in NATURAL_KEY)].append(row.line_no)
+        lines_by_key[tuple(row._mapping[name] for name in key_names)].append(row.line_no)
     # Equal fingerprints are only candidates: the key columns decide.
-    rows = [row for row in candidates if len(lines_by_key[tuple(row._mapping[name] for name in NATURAL_KEY)]) > 1]
+    rows = [row for row in candidates if len(lines_by_key[tuple(row._mapping[name] for name in key_names)]) > 1]
     if not rows:
         return []
     rejected = []
     for row in rows:
-        values = {name: row._mapping[name] for name in RAW_EVENT_COLUMNS if name not in ("batch_id", "line_no", "key_hash")}
-        lines = lines_by_key[tuple(values[name] for name in NATURAL_KEY)]
+        values = {spec.name: row._mapping[spec.name] for spec in contract.fields}
+        lines = lines_by_key[tuple(values[name] for name in key_names)]
+        key_text = ", ".join(
+            f"{name} {values[name]:%Y-%m}" if name == "month" else f"{name} {values[name] or '(none)'}" for name in key_names
+        )
         detail = (
-            f"dealer {values['dealer_id']}, month {values['month']:%Y-%m}, channel {values['channel']}, "
-            f"intent {values['intent_cluster'] or '(none)'} appears on lines {', '.join(map(str, lines[:10]))}"
+            f"the key ({key_text}) appears on lines {', '.join(map(str, lines[:10]))}"
             f"{' and more' if len(lines) > 10 else ''}; keep one row per key"
         )
         raw_copy = json.dumps(values, default=str)[:RAW_COPY_LIMIT]

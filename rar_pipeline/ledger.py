@@ -9,7 +9,13 @@ from datetime import date
 from sqlalchemy import Connection, func, select
 
 from rar_pipeline.months import add_months
-from rar_pipeline.warehouse.schema import rar_batch_months, rar_batches, rar_raw_events, rar_rejected_rows
+from rar_pipeline.warehouse.schema import (
+    rar_batch_months,
+    rar_batches,
+    rar_raw_dealer_scores,
+    rar_raw_events,
+    rar_rejected_rows,
+)
 
 LEDGER_COLUMNS = ("batch_id", "file_name", "status", "rows_read", "rows_accepted", "rows_rejected", "reason", "loaded_at")
 
@@ -18,13 +24,13 @@ def reconcile_batches(connection: Connection, batch_ids: list[int]) -> list[str]
     """Problems where a loaded batch's ledger row disagrees with itself or with the tables (empty = fine)."""
     if not batch_ids:
         return []
-    raw_counts = dict(
-        connection.execute(
-            select(rar_raw_events.c.batch_id, func.count())
-            .where(rar_raw_events.c.batch_id.in_(batch_ids))
-            .group_by(rar_raw_events.c.batch_id)
-        ).all()
-    )
+    raw_counts: dict[int, int] = {}
+    for raw in (rar_raw_events, rar_raw_dealer_scores):
+        raw_counts.update(
+            connection.execute(
+                select(raw.c.batch_id, func.count()).where(raw.c.batch_id.in_(batch_ids)).group_by(raw.c.batch_id)
+            ).all()
+        )
     rejected_counts = dict(
         connection.execute(
             select(rar_rejected_rows.c.batch_id, func.count())

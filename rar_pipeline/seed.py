@@ -9,10 +9,11 @@ from datetime import date
 from pathlib import Path
 from typing import Iterator
 
-from rar_pipeline.contract import FIELDS
+from rar_pipeline.contract import FIELDS, SCORE_FIELDS
 from rar_pipeline.months import add_months
 
 HEADER = [spec.alias for spec in FIELDS]
+SCORE_HEADER = [spec.alias for spec in SCORE_FIELDS]
 INTENTS = ("service_price", "hours", "oil_change", "tire_rotation", "dealer_near_me", "ev_inventory_search")
 CHANNELS = ("google_organic", "google_paid", "chatgpt", "bing", "perplexity")
 
@@ -29,6 +30,12 @@ DEMO_ROOFTOPS = (
                             ("dealer_near_me", .41, .38, 75000)]),
 )  # fmt: skip
 DEMO_MONTH = date(2025, 11, 1)
+# (dealer, aiv, ati, qai, zeroClickCoverage, schemaCoverage); "" = not measured.
+DEMO_SCORES = (
+    ("germain-toyota-naples", 85, 78, 72, 0.52, 0.61),
+    ("lou-grubbs-motors", 80, 74, 70, 0.40, 0.75),
+    ("demo-rooftop", 76, 71, 68, "", ""),
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,12 @@ def demo_rows(month: date = DEMO_MONTH, scale: float = 1.0) -> Iterator[list]:
         for intent, share, drop, impressions in intents:
             yield [dealer, month.strftime("%Y-%m"), "google_organic", round(impressions * scale), share, 0.055, drop,
                    0.04, 0.18, gross, 0.45, intent]  # fmt: skip
+
+
+def demo_score_rows(month: date = DEMO_MONTH) -> Iterator[list]:
+    """Base AI scores of the three rooftops, as a dealer-score file."""
+    for dealer, aiv, ati, qai, zero_click, schema in DEMO_SCORES:
+        yield [dealer, month.strftime("%Y-%m"), aiv, ati, qai, zero_click, schema]
 
 
 def synthetic_rows(spec: SeedSpec) -> Iterator[list]:
@@ -68,20 +81,20 @@ def synthetic_rows(spec: SeedSpec) -> Iterator[list]:
         ]  # fmt: skip
 
 
-def write_batch(path: Path, rows: Iterator[list], file_format: str = "csv") -> int:
+def write_batch(path: Path, rows: Iterator[list], file_format: str = "csv", header: list[str] = HEADER) -> int:
     """Write rows to `path` via a temporary name, so a watching sensor never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     count = 0
     with open(partial, "w", newline="", encoding="utf-8") as out:
         if file_format == "csv":
-            out.write(",".join(HEADER) + "\n")
+            out.write(",".join(header) + "\n")
             for row in rows:
                 out.write(",".join(map(str, row)) + "\n")
                 count += 1
         else:
             for row in rows:
-                out.write(json.dumps(dict(zip(HEADER, row))) + "\n")
+                out.write(json.dumps({key: value for key, value in zip(header, row) if value != ""}) + "\n")
                 count += 1
     partial.replace(path)
     return count

@@ -6,7 +6,7 @@ from datetime import date, timezone
 
 from sqlalchemy import Connection, select
 
-from rar_pipeline.warehouse.schema import rar_monthly, rar_pressure
+from rar_pipeline.warehouse.schema import rar_monthly, rar_pressure, rar_score_adjustments
 
 
 class NotFound(LookupError):
@@ -46,3 +46,23 @@ def dealer_pressure(connection: Connection, dealer_id: str) -> dict:
     if row is None:
         raise NotFound(f"no pressure computed for dealer {dealer_id!r}; check the id or run the monthly job")
     return {"dealerId": row.dealer_id, "month": row.month.isoformat(), "pressure": row.pressure, "trend": row.trend}
+
+
+def dealer_adjustment(connection: Connection, dealer_id: str, month: date) -> dict | None:
+    """The dealer's score adjustment for the month, or None without base scores."""
+    row = connection.execute(
+        select(rar_score_adjustments).where(
+            rar_score_adjustments.c.dealer_id == dealer_id, rar_score_adjustments.c.month == month
+        )
+    ).first()
+    if row is None:
+        return None
+    return {
+        "dealerId": row.dealer_id,
+        "month": row.month.isoformat(),
+        "pressure": row.pressure,
+        "trend": row.trend,
+        **{f"{name}": getattr(row, name) for name in ("aiv", "ati", "qai")},
+        **{f"{name}Adjusted": getattr(row, f"{name}_adjusted") for name in ("aiv", "ati", "qai")},
+        **{f"{name}Delta": getattr(row, f"{name}_delta") for name in ("aiv", "ati", "qai")},
+    }

@@ -1,4 +1,4 @@
-"""Vectorised row validation: the `contract.FIELDS` rules applied to a whole chunk at once.
+"""Vectorised row validation: a contract's field rules applied to a whole chunk at once.
 
 A chunk arrives as text columns (Arrow string arrays, null where a value is absent). Each field
 yields a reason array (null where the field is fine); `coalesce` over the fields in contract order
@@ -20,9 +20,10 @@ import pyarrow.compute as pc
 
 from rar_pipeline.contract import (
     DEALER_ID_PATTERN,
-    FIELDS,
+    EVENTS,
     NATURAL_KEY,
     NUMBER_PATTERN,
+    Contract,
     FieldSpec,
     Reason,
     describe,
@@ -30,24 +31,23 @@ from rar_pipeline.contract import (
 from rar_pipeline.months import parse_month
 
 RAW_COPY_LIMIT = 1000
+_ARROW_TYPES = {
+    "dealer_id": pa.string(),
+    "month": pa.date32(),
+    "text": pa.string(),
+    "optional_text": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+}
 
-# The warehouse shape of an accepted row (rar_raw_events without batch_id/line_no).
-EVENT_SCHEMA = pa.schema(
-    [
-        ("dealer_id", pa.string()),
-        ("month", pa.date32()),
-        ("channel", pa.string()),
-        ("impressions", pa.int64()),
-        ("share_ai_snippet", pa.float64()),
-        ("ctr_baseline", pa.float64()),
-        ("ctr_drop_when_ai", pa.float64()),
-        ("lead_cr", pa.float64()),
-        ("close_rate", pa.float64()),
-        ("avg_gross", pa.float64()),
-        ("recoverable_share", pa.float64()),
-        ("intent_cluster", pa.string()),
-    ]
-)
+
+def arrow_schema(contract: Contract) -> pa.Schema:
+    """The warehouse shape of an accepted row (its raw table without batch_id/line_no/key_hash)."""
+    return pa.schema([(spec.name, _ARROW_TYPES[spec.kind]) for spec in contract.fields])
+
+
+EVENT_SCHEMA = arrow_schema(EVENTS)
+
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -63,7 +63,7 @@ def _string_fingerprints(text: pa.Array) -> np.ndarray:
     return np.array(digests, dtype=np.uint64)[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-def natural_key_hash(table: pa.Table) -> pa.Array:
+def natural_key_hash(table: pa.Table, key: tuple[str, ...] = NATURAL_KEY) -> pa.Array:
     """64-bit fingerprint of (dealer_id, month, channel, intent_cluster), the same in every process.
 
     Grouping on one bigint is several times cheaper than on four text columns; the columns
@@ -71,7 +71,7 @@ def natural_key_hash(table: pa.Table) -> pa.Array:
     """
     combined = np.zeros(table.num_rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for name in NATURAL_KEY:
+        for name in key:
             column = table.column(name)
             text = pc.cast(column, pa.string()) if not pa.types.is_string(column.type) else column
             combined = (combined ^ _string_fingerprints(text.combine_chunks())) * _MIX
@@ -89,7 +89,7 @@ class RejectedRow:
 
 @dataclass(frozen=True)
 class ValidatedChunk:
-    accepted: pa.Table  # EVENT_SCHEMA plus line_no and key_hash
+    accepted: pa.Table  # arrow_schema(contract) plus line_no and key_hash
     rejected: list[RejectedRow]
 
 
@@ -193,15 +193,24 @@ def _number_column(text: pa.Array, spec: FieldSpec) -> _Column:
         not_number |= np.floor(whole) != whole
         value = pa.array(np.where(not_number | bad_range, 0, whole).astype(np.int64))
     codes = _codes(len(text), (not_number, Reason.INVALID_NUMBER), (bad_range, Reason.OUT_OF_RANGE))
+    if spec.optional and blank.any():
+        codes[blank] = 0
+        value = pc.if_else(pa.array(blank), pa.scalar(None, value.type), value)
     return _Column(value, blank, codes, text)
 
 
 def validate_chunk(
-    columns: dict[str, pa.Array], line_numbers: np.ndarray, first_month: date, last_month: date
+    columns: dict[str, pa.Array],
+    line_numbers: np.ndarray,
+    first_month: date,
+    last_month: date,
+    contract: Contract = EVENTS,
 ) -> ValidatedChunk:
+    fields = contract.fields
+    schema = arrow_schema(contract)
     length = len(line_numbers)
     results: dict[str, _Column] = {}
-    for spec in FIELDS:
+    for spec in fields:
         text = columns.get(spec.name)
         if text is None:
             text = pa.nulls(length, pa.string())
@@ -218,34 +227,34 @@ def validate_chunk(
             results[spec.name] = column
 
     missing = np.zeros(length, dtype=bool)
-    for spec in FIELDS:
+    for spec in fields:
         if spec.required:
             missing |= results[spec.name].blank
     row_codes = np.zeros(length, dtype=np.int8)
     failing_field = np.full(length, -1, dtype=np.int16)
-    for index in reversed(range(len(FIELDS))):
-        field_codes = results[FIELDS[index].name].codes
+    for index in reversed(range(len(fields))):
+        field_codes = results[fields[index].name].codes
         failed = field_codes != 0
         row_codes[failed] = field_codes[failed]
         failing_field[failed] = index
     row_codes[missing] = _CODE[Reason.MISSING_FIELD]
     ok = row_codes == 0
 
-    accepted = pa.table({name: results[name].value for name in EVENT_SCHEMA.names}).cast(EVENT_SCHEMA)
+    accepted = pa.table({name: results[name].value for name in schema.names}).cast(schema)
     accepted = accepted.append_column("line_no", pa.array(line_numbers, pa.int64()))
     if not ok.all():
         accepted = accepted.filter(pa.array(ok))
-    accepted = accepted.append_column("key_hash", natural_key_hash(accepted))
+    accepted = accepted.append_column("key_hash", natural_key_hash(accepted, contract.natural_key))
 
     rejected: list[RejectedRow] = []
     for index in np.flatnonzero(~ok).tolist():
         reason = _CODES[row_codes[index]]
-        raw = {spec.alias: columns[spec.name][index].as_py() for spec in FIELDS if spec.name in columns}
+        raw = {spec.alias: columns[spec.name][index].as_py() for spec in fields if spec.name in columns}
         if reason is Reason.MISSING_FIELD:
-            absent = [spec.alias for spec in FIELDS if spec.required and results[spec.name].blank[index]]
+            absent = [spec.alias for spec in fields if spec.required and results[spec.name].blank[index]]
             detail = f"missing required field(s): {', '.join(absent)}"
         else:
-            spec = FIELDS[failing_field[index]]
+            spec = fields[failing_field[index]]
             detail = describe(reason, spec, results[spec.name].text[index].as_py(), first_month, last_month)
         rejected.append(
             RejectedRow(int(line_numbers[index]), reason, detail, json.dumps(raw, ensure_ascii=False)[:RAW_COPY_LIMIT])
