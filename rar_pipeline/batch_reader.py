@@ -87,7 +87,10 @@ class BatchReader:
             text = first.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise FileRejected("undecodable", "the header line is not UTF-8 text") from None
-        return next(csv.reader([text.rstrip("\r\n")]))
+        try:
+            return next(csv.reader([text.rstrip("\r\n")]))
+        except csv.Error as error:  # e.g. old-Mac CR-only line ends: the "first line" is the whole file
+            raise FileRejected("malformed_file", f"the header line cannot be parsed as CSV ({error}); use LF or CRLF line ends") from None
 
     def _csv_chunks(self, stream: IO[bytes]) -> Iterator[RowChunk]:
         start = stream.tell()
@@ -144,9 +147,12 @@ class BatchReader:
                 while invalid and (invalid[0][0] or 0) < next_line:
                     malformed.append(_malformed(*invalid.popleft()))
                 columns = {fields[name]: batch.column(name) for name in fields}
+                _refuse_nul(columns.values(), malformed)
                 yield _without_blank_rows(RowChunk(columns, line_numbers, malformed))
             if invalid:
-                yield RowChunk({}, np.empty(0, dtype=np.int64), [_malformed(*row) for row in invalid])
+                malformed = [_malformed(*row) for row in invalid]
+                _refuse_nul((), malformed)
+                yield RowChunk({}, np.empty(0, dtype=np.int64), malformed)
         except pa.ArrowInvalid as error:
             # A row of the wrong width that is not UTF-8 never reaches on_invalid_row (pyarrow cannot
             # decode its text), so Arrow reports it as a parse error ("Expected 12 columns, got 3").
@@ -205,6 +211,7 @@ class BatchReader:
     def _jsonl_chunk(self, columns, lines, malformed, unknown) -> RowChunk:
         self.unknown_columns = sorted(unknown)
         arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
+        _refuse_nul(arrays.values(), malformed)
         return RowChunk(arrays, np.array(lines, dtype=np.int64), malformed)
 
 
@@ -214,6 +221,16 @@ def _json_text(value) -> str | None:
     if isinstance(value, bool) or isinstance(value, (list, dict)):
         return json.dumps(value)
     return repr(value)
+
+
+def _refuse_nul(arrays, malformed: list[RejectedRow]) -> None:
+    """PostgreSQL text cannot hold NUL characters: a file with any is rejected, not half-loaded."""
+    for array in arrays:
+        data = array.buffers()[2]
+        if data is not None and data.size and not np.frombuffer(data, np.uint8).all():
+            raise FileRejected("undecodable", "the file contains NUL characters; it is not a UTF-8 text batch")
+    if any("\x00" in row.raw for row in malformed):
+        raise FileRejected("undecodable", "the file contains NUL characters; it is not a UTF-8 text batch")
 
 
 def _malformed(number, text, expected, actual) -> RejectedRow:

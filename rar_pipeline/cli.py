@@ -88,6 +88,8 @@ def _ingest_now(settings: Settings, delivered: list[tuple[Path, str]]) -> list[d
         what = "score adjustments" if request.asset_selection else "monthly lineage"
         outcome = "ok" if result.success else f"FAILED: {failure_message(result)}"
         click.echo(f"rebuilt {what} of {request.partition_key[:7]}: {outcome}", err=True)
+        if result.success and not request.asset_selection:
+            _deliver_and_report(settings, engine, request.partition_key)
     with engine.connect() as connection:
         reports = []
         for path, sha256 in delivered:
@@ -97,6 +99,27 @@ def _ingest_now(settings: Settings, delivered: list[tuple[Path, str]]) -> list[d
     if not all(result.success for result in monthly_results):
         raise click.ClickException("a monthly rebuild failed; see above and the Dagster UI")
     return reports
+
+
+def _deliver_and_report(settings: Settings, engine, month_key: str) -> None:
+    """Run the alert delivery for a refreshed month, as the pressure sensor would, and say what happened."""
+    from datetime import date
+
+    from rar_pipeline.alerts import month_alerts
+    from rar_pipeline.defs.launch import deliver_alerts, failure_message
+
+    result = deliver_alerts(settings, month_key)
+    delivered = result.output_for_node("send_rar_alerts") if result.success else None
+    with engine.connect() as connection:
+        counts, digest = month_alerts(connection, date.fromisoformat(month_key))
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items())) or "none"
+    if not result.success:
+        click.echo(f"alerts of {month_key[:7]}: delivery failed ({failure_message(result)}); they stay queued", err=True)
+        return
+    click.echo(f"alerts of {month_key[:7]}: {delivered or 'no'} new; in total {summary}", err=True)
+    if delivered and not settings.slack_webhook_configured:
+        click.echo("SLACK_WEBHOOK_RAR is not set, so nothing was posted; the digest would read:", err=True)
+        click.echo("  " + digest.replace("\n", "\n  "), err=True)
 
 
 def _print_report(report: dict) -> None:
@@ -205,6 +228,61 @@ def _reading(lazy: _LazySettings):
             yield connection
     finally:
         engine.dispose()
+
+
+@cli.command()
+@click.option("--month", required=True, help="YYYY-MM, a month from RAR_START_MONTH to the running month.")
+@click.option("--wait", is_flag=True, help="Run it here and now (and deliver its alerts) instead of queueing it.")
+@pass_settings
+def recompute(lazy: _LazySettings, month: str, wait: bool) -> None:
+    """Rebuild one month of the RaR lineage (the old "compute" endpoint and Pulse hook)."""
+    from rar_pipeline.defs.launch import LaunchError, failure_message, run_job, submit_run
+    from rar_pipeline.defs.partitions import monthly_partitions
+
+    settings = lazy.get()
+    wanted = _month_option(month)
+    keys = monthly_partitions.get_partition_keys()
+    if wanted.isoformat() not in keys:
+        raise click.ClickException(f"{month} is outside the pipeline's months {keys[0][:7]}..{keys[-1][:7]} (RAR_START_MONTH to now)")
+    if not wait:
+        try:
+            run_id = submit_run(settings, "rar_monthly_job", wanted.isoformat())
+        except LaunchError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"queued run {run_id} of rar_monthly_job for {month}; the Dagster daemon runs it (`make dev`)")
+        return
+    import dagster as dg
+
+    result = run_job(settings, "rar_monthly_job", dg.RunRequest(partition_key=wanted.isoformat(), tags={"rar/trigger": "cli"}))
+    if not result.success:
+        raise click.ClickException(f"rar_monthly_job for {month} failed: {failure_message(result)}")
+    click.echo(f"rebuilt {month} (run {result.run_id})")
+    engine = open_warehouse(settings.database_url)
+    _deliver_and_report(settings, engine, wanted.isoformat())
+    engine.dispose()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=50, show_default=True)
+@pass_settings
+def alerts(lazy: _LazySettings, as_json: bool, limit: int) -> None:
+    """The alert outbox: pending, sent, failed and dry-run alerts, newest first."""
+    from rar_pipeline.alerts import outbox_rows
+
+    with _reading(lazy) as connection:
+        rows = outbox_rows(connection, limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no alerts yet")
+    for row in rows:
+        error = f"  {row['lastError']}" if row["lastError"] else ""
+        click.echo(
+            f"{row['alertId']:>5}  {row['kind']:<8} {row['dealerId']:<28} {row['month'][:7]}  pressure {row['pressure']:.2f}"
+            f"  P0 {row['p0']:<7} {row['status']:<8} attempts {row['attempts']}{error}"
+        )
 
 
 @cli.command()

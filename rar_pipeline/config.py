@@ -36,6 +36,12 @@ class Settings:
     reject_budget: float = 0.05
     # RaR (USD) at which pressure reaches 1.
     pressure_cap: float = 100_000.0
+    alert_threshold: float = 0.6
+    # The nightly run also recomputes the previous month during the first days of a month.
+    close_days: int = 5
+    # Whether SLACK_WEBHOOK_RAR is set; its value is a secret and is only ever read by Dagster's EnvVar.
+    slack_webhook_configured: bool = False
+    dagster_url: str | None = None
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -49,6 +55,13 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=float):
         return kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number; set it to a {kind.__name__} or unset it.") from None
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name}={value} must be a share between 0 and 1, e.g. {default}.")
+    return value
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
@@ -67,9 +80,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         start_month = parse_month(start_raw)
     except ValueError:
         raise ConfigError(f"RAR_START_MONTH={start_raw!r} is not a month; use YYYY-MM, e.g. 2024-01.") from None
-    budget = _number(env, "RAR_REJECT_BUDGET", 0.05)
-    if not 0 <= budget <= 1:
-        raise ConfigError(f"RAR_REJECT_BUDGET={budget} must be a share between 0 and 1, e.g. 0.05.")
+    budget = _share(env, "RAR_REJECT_BUDGET", 0.05)
     return Settings(
         home=home,
         database_url=url or f"sqlite:///{home / 'rar.db'}",
@@ -82,4 +93,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_file_bytes=_number(env, "RAR_MAX_FILE_BYTES", 2 * 1024**3, int),
         reject_budget=budget,
         pressure_cap=_positive(env, "RAR_PRESSURE_CAP", 100_000.0),
+        alert_threshold=_share(env, "RAR_ALERT_THRESHOLD", 0.6),
+        close_days=_number(env, "RAR_CLOSE_DAYS", 5, int),
+        slack_webhook_configured=bool((env.get("SLACK_WEBHOOK_RAR") or "").strip()),
+        dagster_url=(env.get("RAR_DAGSTER_URL") or "").rstrip("/") or None,
     )

@@ -26,3 +26,9 @@ def current_month(now: datetime | None = None) -> date:
 def add_months(month: date, count: int) -> date:
     index = month.year * 12 + month.month - 1 + count
     return date(index // 12, index % 12 + 1, 1)
+
+
+def nightly_months(day: date, close_days: int) -> list[date]:
+    """The running month, and during its first `close_days` days the previous month too (to finalise it)."""
+    month = date(day.year, day.month, 1)
+    return [add_months(month, -1), month] if day.day <= close_days else [month]

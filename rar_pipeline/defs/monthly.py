@@ -9,6 +9,7 @@ from datetime import date, datetime, timezone
 import dagster as dg
 
 from rar_pipeline import monthly, monthly_checks
+from rar_pipeline.alerts import write_alert_candidates
 from rar_pipeline.defs.ingest import RAW_EVENTS_KEY
 from rar_pipeline.defs.partitions import monthly_partitions
 from rar_pipeline.defs.resources import RarRulesResource, WarehouseResource
@@ -164,13 +165,16 @@ def pressure(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ru
     With the trend against the previous calendar month (up/down beyond ±5 %, else stable) and a
     zero-click coverage proxy. The history stays in `rar_pressure`; the dashboard's current value
     (`secondary_metrics` key `rar_pressure`) is that of the dealer's latest month with data, so
-    recomputing an old month never overwrites a newer month's pressure.
+    recomputing an old month never overwrites a newer month's pressure. Dealers at or above the
+    alert threshold (and P0s) are queued in `rar_alert_outbox` for the Slack digest, once per level.
     """
     month, is_complete, now = _month(context)
     with write_connection(warehouse.get_engine()) as connection, connection.begin():
         monthly.lock_month(connection, month)
         rows = monthly.rebuild_pressure(connection, month, rules.pressure_cap, is_complete, now)
         check = monthly_checks.pressure_in_range(connection, month)
+        # Written with the data (same transaction): a rerun finds them and adds nothing.
+        queued = write_alert_candidates(connection, month, rules.alert_threshold, now)
     trends = {name: sum(1 for row in rows if row.trend == name) for name in ("up", "stable", "down")}
     return dg.MaterializeResult(
         metadata={
@@ -179,6 +183,7 @@ def pressure(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ru
             "max_pressure": max((row.pressure for row in rows), default=0.0),
             "dealers_at_full_pressure": sum(1 for row in rows if row.pressure >= 1),
             "trend_counts": trends,
+            "alerts_queued": queued,
         },
         check_results=[_check("pressure_in_range", check, PRESSURE_KEY)],
     )

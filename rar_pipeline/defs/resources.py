@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from rar_pipeline.config import Settings
 from rar_pipeline.ingest import LoadOptions
 from rar_pipeline.months import current_month
+from rar_pipeline.slack import SlackWebhook, WebhookError
 from rar_pipeline.warehouse.engine import WarehouseError, open_warehouse
 
 
@@ -65,6 +66,32 @@ class RarRulesResource(dg.ConfigurableResource):
     """Business settings of the RaR rules (rar-domain.md)."""
 
     pressure_cap: float = 100_000.0
+    alert_threshold: float = 0.6
+    close_days: int = 5
+
+
+class SlackResource(dg.ConfigurableResource):
+    """The Slack incoming webhook for RaR alerts; without one, alerts are rendered but not posted (dry run).
+
+    `webhook_url` is `EnvVar("SLACK_WEBHOOK_RAR")`: the UI, run config and logs show only the name.
+    """
+
+    webhook_url: str | None = None
+    dagster_url: str | None = None
+    attempts: int = 5
+    retry_after_cap_seconds: float = 30.0
+    backoff_factor: float = 0.5
+
+    def webhook(self) -> SlackWebhook | None:
+        if not self.webhook_url:
+            return None
+        try:
+            return SlackWebhook(
+                self.webhook_url, attempts=self.attempts, backoff_factor=self.backoff_factor,
+                retry_after_cap=self.retry_after_cap_seconds,
+            )  # fmt: skip
+        except WebhookError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from None
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -79,5 +106,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_file_bytes=settings.max_file_bytes,
             reject_budget=settings.reject_budget,
         ),
-        "rules": RarRulesResource(pressure_cap=settings.pressure_cap),
+        "rules": RarRulesResource(
+            pressure_cap=settings.pressure_cap, alert_threshold=settings.alert_threshold, close_days=settings.close_days
+        ),
+        "slack": SlackResource(
+            webhook_url=dg.EnvVar("SLACK_WEBHOOK_RAR") if settings.slack_webhook_configured else None,
+            dagster_url=settings.dagster_url,
+        ),
     }

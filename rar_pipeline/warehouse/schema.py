@@ -227,3 +227,27 @@ rar_score_adjustments = Table(
     *(Column(f"{name}_delta", Double, nullable=False, comment="adjusted - base, points") for name in ("aiv", "ati", "qai")),
     Column("computed_at", DateTime(timezone=True), nullable=False),
 )
+
+# Alerts waiting for (or done with) delivery; written with rar_pressure, delivered by the Slack op.
+rar_alert_outbox = Table(
+    "rar_alert_outbox",
+    metadata,
+    Column("alert_id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(256), nullable=False, unique=True, comment="kind:dealer:month:level — never alerted twice"),
+    Column("kind", String(16), nullable=False, comment="pressure | p0"),
+    Column("dealer_id", String(128), nullable=False),
+    Column("month", Date, nullable=False),
+    Column("level", Double, nullable=False, comment="pressure level alerted (tenths, at least the threshold)"),
+    Column("pressure", Double, nullable=False),
+    Column("rar", MONEY, nullable=False),
+    Column("recoverable", MONEY, nullable=False),
+    Column("trend", String(8), nullable=False),
+    Column("p0", String(8), nullable=False, comment="true | false | unknown"),
+    Column("fix_pack", JSON, nullable=False, comment='[{"intent", "rar", "actions": [...]}], top 3'),
+    Column("status", String(16), nullable=False, comment="pending | sent | failed | dry_run"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, comment="redacted: never holds the webhook URL"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+    Index("ix_rar_alert_outbox_status", "status"),
+)
