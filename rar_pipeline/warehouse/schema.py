@@ -57,20 +57,24 @@ rar_batches = Table(
     ),
 )
 
-EVENT_VALUE_COLUMNS = (
-    Column("dealer_id", String(128), nullable=False),
-    Column("month", Date, nullable=False),
-    Column("channel", Text, nullable=False),
-    Column("impressions", BigInteger, nullable=False),
-    Column("share_ai_snippet", Double, nullable=False),
-    Column("ctr_baseline", Double, nullable=False),
-    Column("ctr_drop_when_ai", Double, nullable=False),
-    Column("lead_cr", Double, nullable=False),
-    Column("close_rate", Double, nullable=False),
-    Column("avg_gross", Double, nullable=False),
-    Column("recoverable_share", Double, nullable=False),
-    Column("intent_cluster", Text, nullable=False, server_default=""),
-)
+
+def event_value_columns() -> list[Column]:
+    """The validated event fields (a fresh set per table: a Column belongs to one table)."""
+    return [
+        Column("dealer_id", String(128), nullable=False),
+        Column("month", Date, nullable=False),
+        Column("channel", Text, nullable=False),
+        Column("impressions", BigInteger, nullable=False),
+        Column("share_ai_snippet", Double, nullable=False),
+        Column("ctr_baseline", Double, nullable=False),
+        Column("ctr_drop_when_ai", Double, nullable=False),
+        Column("lead_cr", Double, nullable=False),
+        Column("close_rate", Double, nullable=False),
+        Column("avg_gross", Double, nullable=False),
+        Column("recoverable_share", Double, nullable=False),
+        Column("intent_cluster", Text, nullable=False, server_default=""),
+    ]
+
 
 # Every accepted row of every loaded batch, as delivered (validated and typed, month snapped to the 1st).
 # No foreign key to rar_batches on purpose: the per-row check made COPY five times slower, and the
@@ -80,7 +84,7 @@ rar_raw_events = Table(
     metadata,
     Column("batch_id", Integer, primary_key=True),
     Column("line_no", BigInteger, primary_key=True),
-    *(column.copy() for column in EVENT_VALUE_COLUMNS),
+    *event_value_columns(),
     Column("key_hash", BigInteger, nullable=False, comment="64-bit fingerprint of the natural key"),
 )
 
@@ -118,7 +122,7 @@ rar_events = Table(
     Column("dealer_id", String(128), primary_key=True),
     Column("channel", Text, primary_key=True),
     Column("intent_cluster", Text, primary_key=True),
-    *(column.copy() for column in EVENT_VALUE_COLUMNS if column.name not in ("dealer_id", "month", "channel", "intent_cluster")),
+    *(column for column in event_value_columns() if column.name not in ("dealer_id", "month", "channel", "intent_cluster")),
     *(Column(name, Double, nullable=False) for name in DERIVED_COLUMNS),
     Column("batch_id", Integer, nullable=False, comment="the batch this row comes from"),
     Column("line_no", BigInteger, nullable=False),
@@ -186,29 +190,32 @@ secondary_metrics = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
-SCORE_VALUE_COLUMNS = (
-    Column("dealer_id", String(128), nullable=False),
-    Column("month", Date, nullable=False),
-    Column("aiv", Double, nullable=False, comment="AI visibility, 0..100"),
-    Column("ati", Double, nullable=False, comment="AI trust, 0..100"),
-    Column("qai", Double, nullable=False, comment="quality index, 0..100"),
-    Column("zero_click_coverage", Double, comment="0..1, when known"),
-    Column("schema_coverage", Double, comment="0..1, when known"),
-)
+
+def score_value_columns() -> list[Column]:
+    return [
+        Column("dealer_id", String(128), nullable=False),
+        Column("month", Date, nullable=False),
+        Column("aiv", Double, nullable=False, comment="AI visibility, 0..100"),
+        Column("ati", Double, nullable=False, comment="AI trust, 0..100"),
+        Column("qai", Double, nullable=False, comment="quality index, 0..100"),
+        Column("zero_click_coverage", Double, comment="0..1, when known"),
+        Column("schema_coverage", Double, comment="0..1, when known"),
+    ]
+
 
 rar_raw_dealer_scores = Table(
     "rar_raw_dealer_scores",
     metadata,
     Column("batch_id", Integer, primary_key=True),
     Column("line_no", BigInteger, primary_key=True),
-    *(column.copy() for column in SCORE_VALUE_COLUMNS),
+    *score_value_columns(),
     Column("key_hash", BigInteger, nullable=False),
 )
 
 dealer_scores = Table(
     "dealer_scores",
     metadata,
-    *(column.copy() for column in SCORE_VALUE_COLUMNS),
+    *score_value_columns(),
     Column("batch_id", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("dealer_id", "month"),
