@@ -51,7 +51,8 @@ pass_settings = click.make_pass_decorator(_LazySettings)
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+# Paths are checked by `deliver`, so a wrong one is a one-line error like every other mistake.
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--wait", is_flag=True, help="Also run the ingest job now (in this process) and report per file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_settings
@@ -60,6 +61,9 @@ def ingest(lazy: _LazySettings, files: tuple[Path, ...], wait: bool, as_json: bo
     settings = lazy.get()
     delivered = [deliver(settings.landing_dir, path) for path in files]
     if not wait:
+        if as_json:
+            click.echo(json.dumps([{"file_name": path.name, "sha256": sha256, "status": "delivered"} for path, sha256 in delivered], indent=2))
+            return
         for path, sha256 in delivered:
             click.echo(f"delivered {path.name} (sha256 {sha256[:12]}) to {settings.landing_dir}")
         click.echo("the landing sensor loads them within a minute (or run again with --wait)")

@@ -64,8 +64,8 @@ def _share(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _number(env, name, default)
+def _positive(env: Mapping[str, str], name: str, default: float, kind=float) -> float:
+    value = _number(env, name, default, kind)
     if value <= 0:
         raise ConfigError(f"{name}={value} must be greater than 0.")
     return value
@@ -89,8 +89,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster_home").expanduser().absolute(),
         start_month=start_month,
         settle_seconds=_number(env, "RAR_SETTLE_SECONDS", 5.0),
-        max_files_per_run=_number(env, "RAR_MAX_FILES_PER_RUN", 100, int),
-        max_file_bytes=_number(env, "RAR_MAX_FILE_BYTES", 2 * 1024**3, int),
+        max_files_per_run=int(_positive(env, "RAR_MAX_FILES_PER_RUN", 100, int)),
+        max_file_bytes=int(_positive(env, "RAR_MAX_FILE_BYTES", 2 * 1024**3, int)),
         reject_budget=budget,
         pressure_cap=_positive(env, "RAR_PRESSURE_CAP", 100_000.0),
         alert_threshold=_share(env, "RAR_ALERT_THRESHOLD", 0.6),

@@ -125,10 +125,12 @@ def deliver(landing_dir: Path, source: Path) -> tuple[Path, str]:
     The copy is written under a dot-name (ignored by the scanner) and renamed into place, and it
     keeps the source's modification time, so a complete old file is loadable at once.
     """
-    if file_format(source.name) is None:
-        raise DeliveryError(f"{source}: only .csv, .jsonl, .csv.gz and .jsonl.gz files can be ingested")
+    if not source.exists():
+        raise DeliveryError(f"{source}: no such file; check the path")
     if not source.is_file():
         raise DeliveryError(f"{source}: not a regular file")
+    if file_format(source.name) is None:
+        raise DeliveryError(f"{source}: only .csv, .jsonl, .csv.gz and .jsonl.gz files can be ingested")
     landing_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     partial = landing_dir / f".{source.name}.{os.getpid()}.tmp"

@@ -16,6 +16,7 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 from sqlalchemy import Connection, and_, delete, func, insert, literal, select, text
+from sqlalchemy.exc import DataError
 
 from rar_pipeline import rar_math
 from rar_pipeline.contract import NATURAL_KEY
@@ -84,12 +85,19 @@ def rebuild_events(connection: Connection, month: date) -> EventsSummary:
     inputs = [c.name for c in rar_events.columns if c.name not in DERIVED_COLUMNS]
     derived = [ai_sessions, lost_sessions, lost_leads, lost_sales, rar, recoverable]
     connection.execute(delete(rar_events).where(rar_events.c.month == month))
-    connection.execute(
-        insert(rar_events).from_select(
-            inputs + list(DERIVED_COLUMNS),
-            select(*(r[name] for name in inputs), *derived).where(r.version == 1),
-        )
-    )
+    try:
+        with connection.begin_nested():
+            connection.execute(
+                insert(rar_events).from_select(
+                    inputs + list(DERIVED_COLUMNS),
+                    select(*(r[name] for name in inputs), *derived).where(r.version == 1),
+                )
+            )
+    except DataError:
+        # PostgreSQL raises "value out of range: underflow" where a product of two non-zero
+        # float8 values rounds to 0 (valid but absurd rates such as 1e-200); IEEE float64, as
+        # in Python and SQLite, gives 0. Compute such a month's chain in Python instead.
+        _insert_events_in_python(connection, ranked, inputs)
     counts = connection.execute(
         select(func.count(), func.count(func.distinct(rar_events.c.dealer_id))).where(rar_events.c.month == month)
     ).one()
@@ -97,6 +105,20 @@ def rebuild_events(connection: Connection, month: date) -> EventsSummary:
         select(rar_events.c.batch_id).where(rar_events.c.month == month).distinct().order_by(rar_events.c.batch_id)
     ).scalars().all()
     return EventsSummary(events=counts[0], dealers=counts[1], batches=list(used))
+
+
+def _insert_events_in_python(connection: Connection, ranked, inputs: list[str]) -> None:
+    """The slow path of `rebuild_events`: the same rows and values, the chain from `rar_math`."""
+    rows = connection.execute(select(*(ranked.c[name] for name in inputs)).where(ranked.c.version == 1)).mappings()
+    records = []
+    for row in rows:
+        chain = rar_math.event_values(
+            row["impressions"], row["share_ai_snippet"], row["ctr_baseline"], row["ctr_drop_when_ai"],
+            row["lead_cr"], row["close_rate"], row["avg_gross"], row["recoverable_share"],
+        )  # fmt: skip
+        records.append({**row, **{name: getattr(chain, name) for name in DERIVED_COLUMNS}})
+    for start in range(0, len(records), 10_000):
+        connection.execute(insert(rar_events), records[start : start + 10_000])
 
 
 # rar/monthly and rar/intent_monthly ----------------------------------------------------------------

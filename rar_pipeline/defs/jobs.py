@@ -11,7 +11,6 @@ from rar_pipeline.defs.monthly import (
     PRESSURE_KEY,
     SCORE_ADJUSTMENTS_KEY,
 )
-from rar_pipeline.defs.partitions import monthly_partitions
 
 rar_ingest_job = dg.define_asset_job(
     "rar_ingest_job",
@@ -23,7 +22,7 @@ rar_ingest_job = dg.define_asset_job(
 
 rar_monthly_job = dg.define_asset_job(
     "rar_monthly_job",
+    # Partitioned by the assets' shared monthly_partitions.
     selection=dg.AssetSelection.assets(EVENTS_KEY, MONTHLY_KEY, INTENT_MONTHLY_KEY, PRESSURE_KEY, SCORE_ADJUSTMENTS_KEY),
-    partitions_def=monthly_partitions,
     description="Rebuild one month of the RaR lineage (events, dealer aggregates, pressure, score adjustments) and check it.",
 )
