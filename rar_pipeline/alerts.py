@@ -8,6 +8,7 @@ Slack op) and only ever changes the outbox.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -71,7 +72,8 @@ def write_alert_candidates(connection: Connection, month: date, threshold: float
         )  # fmt: skip
         .join(rar_monthly, and_(rar_monthly.c.dealer_id == rar_pressure.c.dealer_id, rar_monthly.c.month == rar_pressure.c.month))
         .outerjoin(dealer_scores, and_(dealer_scores.c.dealer_id == rar_pressure.c.dealer_id, dealer_scores.c.month == rar_pressure.c.month))
-        .where(rar_pressure.c.month == month, rar_pressure.c.pressure >= threshold)
+        # P0 is an alert condition of its own (pressure > 0.6), also under a higher threshold.
+        .where(rar_pressure.c.month == month, or_(rar_pressure.c.pressure >= threshold, rar_pressure.c.pressure > P0_PRESSURE))
     ).all()
     if not rows:
         return 0
@@ -92,7 +94,7 @@ def write_alert_candidates(connection: Connection, month: date, threshold: float
             "dealer_id": row.dealer_id, "month": month, "level": level, "pressure": row.pressure, "rar": row.rar,
             "recoverable": row.recoverable, "trend": row.trend, "p0": p0, "status": "pending", "created_at": now,
         }  # fmt: skip
-        if alerted.get((row.dealer_id, "pressure"), -1.0) < level:
+        if row.pressure >= threshold and alerted.get((row.dealer_id, "pressure"), -1.0) < level:
             key = f"pressure:{row.dealer_id}:{month.isoformat()}:{level:.2f}"
             records.append({**common, "kind": "pressure", "dedupe_key": key, "fix_pack": []})
         if p0 == "true" and (row.dealer_id, "p0") not in alerted:
@@ -125,10 +127,11 @@ class DealerAlert:
     def is_p0(self) -> bool:
         return self.p0 == "true"
 
-    def line(self) -> str:
+    def line(self, with_month: bool = False) -> str:
+        who = f"{escape(self.dealer_id)} ({self.month:%Y-%m})" if with_month else escape(self.dealer_id)
         text = (
-            f"{escape(self.dealer_id)}: ${self.rar:,.0f} at risk; recoverable ~ ${self.recoverable:,.0f} "
-            f"(pressure {self.pressure:.2f}, trend {self.trend})"
+            f"{who}: ${self.rar:,.0f} at risk; recoverable ~ ${self.recoverable:,.0f} "
+            f"(pressure {self.pressure:.2f}, trend {escape(self.trend)})"
         )
         if self.is_p0:
             text = "P0 " + text
@@ -138,7 +141,7 @@ class DealerAlert:
 
     def fix_pack_text(self) -> str:
         return "\n".join(
-            f"• {escape(item['intent'])} (${item['rar']:,.0f}): {', '.join(item['actions'])}" for item in self.fix_pack
+            f"• {escape(item['intent'])} (${item['rar']:,.0f}): {escape(', '.join(item['actions']))}" for item in self.fix_pack
         )
 
 
@@ -165,7 +168,7 @@ def render_digest(alerts: list[DealerAlert]) -> dict:
     """One Slack message (Block Kit plus a plain-text fallback) within Slack's limits."""
     months = sorted({alert.month for alert in alerts})
     p0_count = sum(alert.is_p0 for alert in alerts)
-    title = f"Revenue at Risk: {len(alerts)} dealer{'s' if len(alerts) != 1 else ''} need attention"
+    title = f"Revenue at Risk: {len(alerts)} " + ("dealer needs attention" if len(alerts) == 1 else "dealers need attention")
     if p0_count:
         title += f" ({p0_count} P0)"
     subtitle = "Months: " + ", ".join(f"{month:%Y-%m}" for month in months)
@@ -175,15 +178,17 @@ def render_digest(alerts: list[DealerAlert]) -> dict:
     ]
     room = MAX_BLOCKS - len(blocks) - 1  # one block kept for "+K more dealers"
     shown = alerts if len(alerts) <= room + 1 else alerts[:room]
+    several_months = len(months) > 1  # then each line says its month
     for alert in shown:
-        text = ("*" + alert.line() + "*") if alert.is_p0 else alert.line()
+        line = alert.line(several_months)
+        text = f"*{line}*" if alert.is_p0 else line
         if alert.is_p0 and alert.fix_pack:
             text += "\nFix pack:\n" + alert.fix_pack_text()
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cap(text, MAX_SECTION_CHARS)}})
     hidden = len(alerts) - len(shown)
     if hidden:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"+{hidden} more dealers"}]})
-    lines = [title] + [alert.line() for alert in alerts[:20]]
+    lines = [title] + [alert.line(several_months) for alert in alerts[:20]]
     if len(alerts) > 20:
         lines.append(f"+{len(alerts) - 20} more dealers")
     return {"text": _cap("\n".join(lines), MAX_SECTION_CHARS), "blocks": blocks}
@@ -226,7 +231,8 @@ def deliver_pending(
     if month is not None:
         waiting = and_(waiting, outbox.c.month == month)
     with write_connection(engine) as connection, connection.begin():
-        rows = connection.execute(select(outbox).where(waiting).order_by(outbox.c.alert_id)).all()
+        # FOR UPDATE (PostgreSQL): a concurrent delivery waits, then re-reads the rows as `sending` and skips them.
+        rows = connection.execute(select(outbox).where(waiting).order_by(outbox.c.alert_id).with_for_update()).all()
         if not rows:
             return DeliveryReport()
         ids = [row.alert_id for row in rows]
@@ -276,6 +282,9 @@ def month_alerts(connection: Connection, month: date) -> tuple[dict[str, int], s
 def failure_text(job: str, partition: str | None, step: str | None, error: str, link: str | None) -> str:
     """The Slack message for a failed run (one per run)."""
     where = f"{job}" + (f" [{partition}]" if partition else "") + (f", step {step}" if step else "")
-    first_line = (error or "unknown error").strip().splitlines()[0][:300] if error else "unknown error"
+    lines = (error or "").strip().splitlines()
+    first_line = lines[0][:300] if lines else "unknown error"  # a blank error has no first line
+    # "dagster._core.definitions.events.Failure: the reason" -> "the reason"
+    first_line = re.sub(r"^[A-Za-z_][\w.]*(Error|Failure|Exception): ", "", first_line) or first_line
     text = f":rotating_light: RaR pipeline run failed: {escape(where)}\n{escape(first_line)}"
     return text + (f"\n<{link}|Open the run>" if link else "")

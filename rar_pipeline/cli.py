@@ -242,9 +242,13 @@ def recompute(lazy: _LazySettings, month: str, wait: bool) -> None:
     """Rebuild one month of the RaR lineage (the old "compute" endpoint and Pulse hook)."""
     from rar_pipeline.defs.launch import LaunchError, failure_message, run_job, submit_run
     from rar_pipeline.defs.partitions import monthly_partitions
+    from rar_pipeline.months import parse_month
 
     settings = lazy.get()
-    wanted = _month_option(month)
+    try:
+        wanted = parse_month(month)
+    except ValueError:  # one line and exit 1, like an out-of-range month (not click's usage screen)
+        raise click.ClickException(f"--month {month!r} is not a month; use YYYY-MM, e.g. 2025-11") from None
     keys = monthly_partitions.get_partition_keys()
     if wanted.isoformat() not in keys:
         raise click.ClickException(f"{month} is outside the pipeline's months {keys[0][:7]}..{keys[-1][:7]} (RAR_START_MONTH to now)")

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError
 from rar_pipeline import rar_math
 from rar_pipeline.contract import NATURAL_KEY
 from rar_pipeline.months import add_months
-from rar_pipeline.warehouse.bulk import read_arrow
+from rar_pipeline.warehouse.bulk import insert_arrow, read_arrow
 from rar_pipeline.warehouse.schema import (
     DERIVED_COLUMNS,
     dealer_scores,
@@ -37,6 +37,8 @@ from rar_pipeline.warehouse.schema import (
 )
 
 PRESSURE_METRIC = "rar_pressure"
+# Names the PostgreSQL advisory lock that serialises refreshes of the current pressure across months.
+CURRENT_PRESSURE_LOCK = 72_416_003
 
 
 def lock_month(connection: Connection, month: date) -> None:
@@ -54,26 +56,44 @@ def lock_month(connection: Connection, month: date) -> None:
 @dataclass(frozen=True)
 class EventsSummary:
     events: int
-    dealers: int
-    batches: list[int]
+    batches: list[int]  # the loaded batches with rows for the month
+    up_to_batch: int  # the newest loaded batch the rebuild considered
 
 
 def rebuild_events(connection: Connection, month: date) -> EventsSummary:
     """The month's canonical events: per natural key the row of the latest batch, with its RaR chain."""
     raw = rar_raw_events
-    batches = select(rar_batch_months.c.batch_id).where(
-        rar_batch_months.c.month == month, rar_batch_months.c.kind == "events"
-    )
-    ranked = (
-        select(
-            raw,
-            func.row_number()
-            .over(partition_by=[raw.c[name] for name in NATURAL_KEY], order_by=[raw.c.batch_id.desc(), raw.c.line_no.desc()])
-            .label("version"),
+    # Only the batches committed by now: one that commits while this transaction runs is left to
+    # its own refresh run. PostgreSQL gives each statement a new snapshot, so without this bound
+    # the check that follows (`events_latest_per_key`) could see a batch the rebuild did not.
+    up_to_batch = connection.execute(select(func.coalesce(func.max(rar_batch_months.c.batch_id), 0))).scalar_one()
+    considered = connection.execute(
+        select(rar_batch_months.c.batch_id)
+        .where(
+            rar_batch_months.c.month == month,
+            rar_batch_months.c.kind == "events",
+            rar_batch_months.c.batch_id <= up_to_batch,
         )
-        .where(raw.c.month == month, raw.c.batch_id.in_(batches))
-        .subquery("ranked")
-    )
+        .order_by(rar_batch_months.c.batch_id)
+    ).scalars().all()
+    if len(considered) == 1:
+        # One batch: its keys are unique already (the loader quarantines repeats), nothing to rank.
+        ranked = (
+            select(raw, literal(1).label("version"))
+            .where(raw.c.month == month, raw.c.batch_id == considered[0])
+            .subquery("ranked")
+        )
+    else:
+        ranked = (
+            select(
+                raw,
+                func.row_number()
+                .over(partition_by=[raw.c[name] for name in NATURAL_KEY], order_by=[raw.c.batch_id.desc(), raw.c.line_no.desc()])
+                .label("version"),
+            )
+            .where(raw.c.month == month, raw.c.batch_id.in_(considered or [-1]))
+            .subquery("ranked")
+        )
     r = ranked.c
     # Left to right, as rar_math.event_values does: ((impressions × share) × ctr) × drop ...
     ai_sessions = r.impressions * r.share_ai_snippet * r.ctr_baseline
@@ -87,27 +107,22 @@ def rebuild_events(connection: Connection, month: date) -> EventsSummary:
     connection.execute(delete(rar_events).where(rar_events.c.month == month))
     try:
         with connection.begin_nested():
-            connection.execute(
+            inserted = connection.execute(
                 insert(rar_events).from_select(
                     inputs + list(DERIVED_COLUMNS),
                     select(*(r[name] for name in inputs), *derived).where(r.version == 1),
                 )
             )
+        events = inserted.rowcount
     except DataError:
         # PostgreSQL raises "value out of range: underflow" where a product of two non-zero
         # float8 values rounds to 0 (valid but absurd rates such as 1e-200); IEEE float64, as
         # in Python and SQLite, gives 0. Compute such a month's chain in Python instead.
-        _insert_events_in_python(connection, ranked, inputs)
-    counts = connection.execute(
-        select(func.count(), func.count(func.distinct(rar_events.c.dealer_id))).where(rar_events.c.month == month)
-    ).one()
-    used = connection.execute(
-        select(rar_events.c.batch_id).where(rar_events.c.month == month).distinct().order_by(rar_events.c.batch_id)
-    ).scalars().all()
-    return EventsSummary(events=counts[0], dealers=counts[1], batches=list(used))
+        events = _insert_events_in_python(connection, ranked, inputs)
+    return EventsSummary(events=events, batches=list(considered), up_to_batch=up_to_batch)
 
 
-def _insert_events_in_python(connection: Connection, ranked, inputs: list[str]) -> None:
+def _insert_events_in_python(connection: Connection, ranked, inputs: list[str]) -> int:
     """The slow path of `rebuild_events`: the same rows and values, the chain from `rar_math`."""
     rows = connection.execute(select(*(ranked.c[name] for name in inputs)).where(ranked.c.version == 1)).mappings()
     records = []
@@ -119,6 +134,7 @@ def _insert_events_in_python(connection: Connection, ranked, inputs: list[str]) 
         records.append({**row, **{name: getattr(chain, name) for name in DERIVED_COLUMNS}})
     for start in range(0, len(records), 10_000):
         connection.execute(insert(rar_events), records[start : start + 10_000])
+    return len(records)
 
 
 # rar/monthly and rar/intent_monthly ----------------------------------------------------------------
@@ -136,14 +152,12 @@ _EVENT_MEASURES = {
 
 def dealer_months(connection: Connection, month: date) -> list[rar_math.DealerMonth]:
     """Aggregate the month's events per dealer (exact sums, rounded once)."""
-    query = (
-        select(*(rar_events.c[name] for name in _EVENT_MEASURES))
-        .where(rar_events.c.month == month)
-        .order_by(rar_events.c.dealer_id)
-    )
+    query = select(*(rar_events.c[name] for name in _EVENT_MEASURES)).where(rar_events.c.month == month)
     table = read_arrow(connection, query, _EVENT_MEASURES)
     if table.num_rows == 0:
         return []
+    # Sorting here is cheaper than an ORDER BY that spills to disk on the server.
+    table = table.sort_by([("dealer_id", "ascending")])
     dealers = table.column("dealer_id").to_numpy(zero_copy_only=False)
     starts = np.concatenate([[0], np.flatnonzero(dealers[1:] != dealers[:-1]) + 1, [len(dealers)]])
     arrays = {name: table.column(name).to_numpy(zero_copy_only=False) for name in _EVENT_MEASURES}
@@ -197,26 +211,37 @@ def write_monthly(
 def write_intent_monthly(
     connection: Connection, month: date, rows: list[rar_math.DealerMonth], is_complete: bool, now: datetime
 ) -> int:
-    records = [
-        {
-            "dealer_id": row.dealer_id,
-            "month": month,
-            "intent_cluster": intent.intent,
-            "rank": rank,
-            "rar": rar_math.half_up_cents(intent.rar),
-            "recoverable": rar_math.half_up_cents(intent.recoverable),
-            "lost_sessions": rar_math.half_up_whole(intent.lost_sessions),
-            "event_count": intent.event_count,
-            "is_complete": is_complete,
-            "computed_at": now,
-        }
-        for row in rows
-        for rank, intent in enumerate(row.intents, start=1)
-    ]
+    """The full per-intent breakdown, bulk-written (200k rows for 2,000 dealers × 100 intents)."""
+    columns: dict[str, list] = {name: [] for name in ("dealer_id", "intent_cluster", "rank", "rar", "recoverable", "lost_sessions", "event_count")}
+    for row in rows:
+        for rank, intent in enumerate(row.intents, start=1):
+            columns["dealer_id"].append(row.dealer_id)
+            columns["intent_cluster"].append(intent.intent)
+            columns["rank"].append(rank)
+            columns["rar"].append(rar_math.half_up_cents(intent.rar))
+            columns["recoverable"].append(rar_math.half_up_cents(intent.recoverable))
+            columns["lost_sessions"].append(rar_math.half_up_whole(intent.lost_sessions))
+            columns["event_count"].append(intent.event_count)
+    count = len(columns["rank"])
     connection.execute(delete(rar_intent_monthly).where(rar_intent_monthly.c.month == month))
-    if records:
-        connection.execute(insert(rar_intent_monthly), records)
-    return len(records)
+    if count:
+        money = pa.decimal128(14, 2)
+        table = pa.table(
+            {
+                "dealer_id": pa.array(columns["dealer_id"], pa.string()),
+                "month": pa.array([month] * count, pa.date32()),
+                "intent_cluster": pa.array(columns["intent_cluster"], pa.string()),
+                "rank": pa.array(columns["rank"], pa.int32()),
+                "rar": pa.array(columns["rar"], money),
+                "recoverable": pa.array(columns["recoverable"], money),
+                "lost_sessions": pa.array(columns["lost_sessions"], pa.int64()),
+                "event_count": pa.array(columns["event_count"], pa.int32()),
+                "is_complete": pa.array([is_complete] * count, pa.bool_()),
+                "computed_at": pa.array([now] * count, pa.timestamp("us", tz="UTC")),
+            }
+        )
+        insert_arrow(connection, rar_intent_monthly.name, table.column_names, [table])
+    return count
 
 
 # rar/pressure ---------------------------------------------------------------------------------------
@@ -279,6 +304,12 @@ def _refresh_current_pressure(connection: Connection, month: date, dealers: list
     Only dealers that have data in this month, or whose current value came from this month, can
     change; recomputing an old month leaves a newer month's value alone.
     """
+    if connection.dialect.name == "postgresql":
+        # Writers of different months hold different month locks but share each dealer's current
+        # value: one refresh at a time, each reading (fresh snapshot per statement) what the one
+        # before committed. Otherwise an older month's refresh that overlaps a newer one's fails
+        # on the newer one's uncommitted rows, or overwrites them with the older month's value.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CURRENT_PRESSURE_LOCK})
     affected = set(dealers) | set(
         connection.execute(
             select(secondary_metrics.c.dealer_id).where(

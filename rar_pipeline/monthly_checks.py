@@ -14,25 +14,48 @@ from rar_pipeline.warehouse.schema import rar_batch_months, rar_events, rar_mont
 CheckOutcome = tuple[bool, dict]
 
 
-def events_latest_per_key(connection: Connection, month: date) -> CheckOutcome:
-    """One event per natural key, each from the newest batch that carries the key."""
+def events_latest_per_key(connection: Connection, month: date, up_to_batch: int | None = None) -> CheckOutcome:
+    """One event per natural key, each from the newest batch that carries the key.
+
+    `up_to_batch`: the newest batch the rebuild considered (`EventsSummary.up_to_batch`); later
+    batches committed meanwhile are not the rebuild's to include.
+    """
     raw = rar_raw_events
     loaded = select(rar_batch_months.c.batch_id).where(rar_batch_months.c.month == month, rar_batch_months.c.kind == "events")
-    newest = (
-        select(*(raw.c[name] for name in NATURAL_KEY), func.max(raw.c.batch_id).label("batch_id"))
-        .where(raw.c.month == month, raw.c.batch_id.in_(loaded))
-        .group_by(*(raw.c[name] for name in NATURAL_KEY))
-        .subquery("newest")
-    )
-    keys = connection.execute(select(func.count()).select_from(newest)).scalar_one()
+    if up_to_batch is not None:
+        loaded = loaded.where(rar_batch_months.c.batch_id <= up_to_batch)
+    batches = connection.execute(loaded).scalars().all()
     events = connection.execute(select(func.count()).where(rar_events.c.month == month)).scalar_one()
-    stale = connection.execute(
-        select(func.count())
-        .select_from(rar_events)
-        .join(newest, and_(*(rar_events.c[name] == newest.c[name] for name in NATURAL_KEY)))
-        .where(rar_events.c.month == month, rar_events.c.batch_id != newest.c.batch_id)
-    ).scalar_one()
-    return keys == events and stale == 0, {"natural_keys": keys, "events": events, "stale_events": stale}
+    if len(batches) == 1:
+        # One batch (the usual month): its keys are unique, so every raw row must be an event of it.
+        keys = connection.execute(
+            select(func.count()).where(raw.c.month == month, raw.c.batch_id == batches[0])
+        ).scalar_one()
+        current = connection.execute(
+            select(func.count()).where(rar_events.c.month == month, rar_events.c.batch_id == batches[0])
+        ).scalar_one()
+    else:
+        newest = (
+            select(*(raw.c[name] for name in NATURAL_KEY), func.max(raw.c.batch_id).label("batch_id"))
+            .where(raw.c.month == month, raw.c.batch_id.in_(batches or [-1]))
+            .group_by(*(raw.c[name] for name in NATURAL_KEY))
+            .subquery("newest")
+        )
+        # One pass: every key, and whether its event exists and comes from the key's newest batch.
+        keys, current = connection.execute(
+            select(func.count(), func.count(rar_events.c.batch_id))
+            .select_from(newest)
+            .outerjoin(
+                rar_events,
+                and_(
+                    rar_events.c.month == month,
+                    rar_events.c.batch_id == newest.c.batch_id,
+                    *(rar_events.c[name] == newest.c[name] for name in NATURAL_KEY),
+                ),
+            )
+        ).one()
+    stale = events - current
+    return keys == events == current, {"natural_keys": keys, "events": events, "stale_or_extra_events": stale}
 
 
 def monthly_one_row_per_dealer(connection: Connection, month: date) -> CheckOutcome:

@@ -8,7 +8,9 @@ leave this module, and the URL is never part of a message.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+import threading
 from urllib.parse import urlsplit
 
 import requests
@@ -21,13 +23,47 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 _ANY_URL = re.compile(r"https?://[^\s'\"<>]+")
 
 
+class _RedactWebhooks(logging.Filter):
+    """urllib3 logs request paths: every request at DEBUG, connection retries at WARNING (which reach
+    stderr, hence Dagster's captured logs). Replace the webhook's URL and path in those records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: tuple[str, ...] = ()  # replaced, never mutated: logging threads read it without a lock
+        self._adding = threading.Lock()
+
+    def add(self, *secrets: str) -> None:
+        with self._adding:
+            known = {*self.secrets, *(secret for secret in secrets if len(secret) > 1)}
+            self.secrets = tuple(sorted(known, key=len, reverse=True))  # the whole URL before its path
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self.secrets
+        if secrets:
+            message = record.getMessage()
+            redacted = message
+            for secret in secrets:
+                redacted = redacted.replace(secret, "<webhook>")
+            if redacted != message:
+                record.msg, record.args = redacted, ()
+        return True
+
+
+_REDACT_WEBHOOKS = _RedactWebhooks()
+for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.poolmanager", "urllib3.response"):
+    logging.getLogger(_name).addFilter(_REDACT_WEBHOOKS)
+
+
 class WebhookError(ValueError):
     """The webhook URL is unusable; the message never contains the URL."""
 
 
 def validate_webhook_url(url: str) -> None:
     """https only, except http to a loopback address (a local test server standing in for Slack)."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # e.g. "Invalid IPv6 URL": unusable, and the message must stay free of the URL
+        parts = urlsplit("")
     if parts.scheme == "https" and parts.hostname:
         return
     if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
@@ -68,6 +104,8 @@ class SlackWebhook:
     ):
         validate_webhook_url(url)
         self._url = url.strip()
+        parts = urlsplit(self._url)
+        _REDACT_WEBHOOKS.add(self._url, parts.path + (f"?{parts.query}" if parts.query else ""))
         self._attempts = attempts
         self._timeout = timeout
         retry_class = type("CappedRetry", (_CappedRetry,), {"RETRY_AFTER_CAP": retry_after_cap})

@@ -68,7 +68,8 @@ def rar_alert_job():
 def rar_pressure_alert_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     month = asset_event.dagster_event.partition if asset_event.dagster_event else None
     # Everything waiting goes out in the one digest; the tag says which month triggered it.
-    return dg.RunRequest(run_key=f"alerts-after-{asset_event.storage_id}", tags={"rar/month": month or "-"})
+    # An EventLogEntry has no storage id; the run that materialized rar/pressure (one month per run) is unique.
+    return dg.RunRequest(run_key=f"alerts-after-{asset_event.run_id}-{month or '-'}", tags={"rar/month": month or "-"})
 
 
 @dg.run_failure_sensor(

@@ -24,6 +24,9 @@ DEALER_SCORES_KEY = dg.AssetKey(["rar", "dealer_scores"])
 SCORE_ADJUSTMENTS_KEY = dg.AssetKey(["rar", "score_adjustments"])
 
 OWNERS = ["team:data-engineering"]
+# dagster.yaml admits one run of this pool at a time: month M's trend reads month M-1, which a
+# parallel run could be rewriting. Runs queue oldest month first.
+MONTHLY_POOL = "rar_monthly"
 MONTHLY_KINDS = {"python", "sql"}
 
 
@@ -48,6 +51,7 @@ def _check(name: str, outcome: monthly_checks.CheckOutcome, asset_key: dg.AssetK
     group_name="monthly",
     kinds=MONTHLY_KINDS,
     owners=OWNERS,
+    pool=MONTHLY_POOL,
     metadata={"dagster/table_name": "rar_events"}
     | _columns(
         ("dealer_id", "varchar(128)", ""), ("month", "date", "first day of the month"), ("channel", "text", ""),
@@ -74,9 +78,9 @@ def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
     with write_connection(warehouse.get_engine()) as connection, connection.begin():
         monthly.lock_month(connection, month)
         summary = monthly.rebuild_events(connection, month)
-        check = monthly_checks.events_latest_per_key(connection, month)
+        check = monthly_checks.events_latest_per_key(connection, month, summary.up_to_batch)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": summary.events, "dealers": summary.dealers, "batches_used": summary.batches},
+        metadata={"dagster/row_count": summary.events, "batches_used": summary.batches, "month": context.partition_key},
         check_results=[_check("latest_batch_per_key", check, EVENTS_KEY)],
     )
 
@@ -107,6 +111,7 @@ def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
         ),  # fmt: skip
     ],
     partitions_def=monthly_partitions,
+    pool=MONTHLY_POOL,
     check_specs=[
         dg.AssetCheckSpec("one_row_per_dealer", asset=MONTHLY_KEY, blocking=True,
                           description="Exactly the dealers with events in the month have a row."),
@@ -152,6 +157,7 @@ def monthly_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     group_name="monthly",
     kinds=MONTHLY_KINDS,
     owners=OWNERS,
+    pool=MONTHLY_POOL,
     metadata={"dagster/table_name": "rar_pressure"}
     | _columns(
         ("pressure", "double", "min(rar / cap, 1)"), ("trend", "varchar(8)", "up | down | stable vs the previous month"),
@@ -216,6 +222,7 @@ def dealer_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
     group_name="monthly",
     kinds=MONTHLY_KINDS,
     owners=OWNERS,
+    pool=MONTHLY_POOL,
     metadata={"dagster/table_name": "rar_score_adjustments"},
 )
 def score_adjustments(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:

@@ -5,7 +5,7 @@ import hashlib
 import dagster as dg
 
 from rar_pipeline.defs.jobs import rar_ingest_job, rar_monthly_job
-from rar_pipeline.defs.monthly import SCORE_ADJUSTMENTS_KEY
+from rar_pipeline.defs.monthly import PRESSURE_KEY, SCORE_ADJUSTMENTS_KEY
 from rar_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from rar_pipeline.ledger import RefreshRequest, refresh_plan
 from rar_pipeline.months import current_month
@@ -53,10 +53,11 @@ def refresh_run_request(request: RefreshRequest) -> dg.RunRequest:
     """The rar_monthly_job run for one month; the run key is the month and the newest batch in it."""
     month = request.month.isoformat()
     if request.scores_only:
+        # New scores change the adjustments and can make a P0 true, which rar/pressure queues.
         return dg.RunRequest(
             run_key=f"scores-{month}-b{request.up_to_batch}",
             partition_key=month,
-            asset_selection=[SCORE_ADJUSTMENTS_KEY],
+            asset_selection=[PRESSURE_KEY, SCORE_ADJUSTMENTS_KEY],
             tags={"rar/refresh": "dealer_scores"},
         )
     return dg.RunRequest(run_key=f"refresh-{month}-b{request.up_to_batch}", partition_key=month, tags={"rar/refresh": "events"})

@@ -85,9 +85,13 @@ def insert_arrow(connection: Connection, table: str, columns: Sequence[str], tab
 
 
 def _sqlite_values(column: pa.Array) -> list:
+    # Stored the way SQLAlchemy's types store them on SQLite, so they read back the same.
     if pa.types.is_date(column.type):
-        # SQLAlchemy's Date type reads ISO text back from SQLite.
-        return pc.cast(column, pa.string()).to_pylist()
+        return pc.cast(column, pa.string()).to_pylist()  # ISO date text
+    if pa.types.is_timestamp(column.type):
+        return [None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f") for value in column.to_pylist()]
+    if pa.types.is_decimal(column.type):
+        return [None if value is None else str(value) for value in column.to_pylist()]
     return column.to_pylist()
 
 

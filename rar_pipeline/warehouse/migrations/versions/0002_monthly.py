@@ -52,9 +52,11 @@ def upgrade() -> None:
     sa.Column('rar', sa.Double(), nullable=False),
     sa.Column('recoverable', sa.Double(), nullable=False),
     sa.Column('batch_id', sa.Integer(), nullable=False, comment='the batch this row comes from'),
-    sa.Column('line_no', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('month', 'dealer_id', 'channel', 'intent_cluster')
+    sa.Column('line_no', sa.BigInteger(), nullable=False)
     )
+    with op.batch_alter_table('rar_events', schema=None) as batch_op:
+        batch_op.create_index('ix_rar_events_month', ['month'], unique=False)
+
     op.create_table('rar_intent_monthly',
     sa.Column('dealer_id', sa.String(length=128), nullable=False),
     sa.Column('month', sa.Date(), nullable=False),
@@ -175,5 +177,8 @@ def downgrade() -> None:
     op.drop_table('rar_pressure')
     op.drop_table('rar_monthly')
     op.drop_table('rar_intent_monthly')
+    with op.batch_alter_table('rar_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_rar_events_month')
+
     op.drop_table('rar_events')
     op.drop_table('dealer_scores')
