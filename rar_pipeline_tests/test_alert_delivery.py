@@ -29,7 +29,7 @@ from rar_pipeline.warehouse.schema import (
     rar_pressure,
     secondary_metrics,
 )
-from rar_pipeline_tests.conftest import SLACK_SECRET, Reply
+from rar_pipeline_tests.fake_slack import SLACK_SECRET, Reply
 
 OCT, NOV = date(2025, 10, 1), date(2025, 11, 1)
 NOW = datetime(2025, 12, 2, 3, 0, tzinfo=timezone.utc)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from rar_pipeline.cli import cli
-from rar_pipeline_tests.conftest import SLACK_SECRET, Reply
+from rar_pipeline_tests.fake_slack import SLACK_SECRET, Reply
 
 GERMAIN_LINE = "germain-toyota-naples: $89,954 at risk; recoverable ~ $40,479 (pressure 0.90, trend up)"
 # Every variable the CLI reads: unset unless a test sets it, so the outer environment cannot leak in.

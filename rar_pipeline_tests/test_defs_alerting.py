@@ -26,7 +26,7 @@ from rar_pipeline.defs.alerting import (
 )
 from rar_pipeline.defs.resources import RarRulesResource, SlackResource, WarehouseResource, build_resources
 from rar_pipeline.warehouse.schema import metadata as warehouse_metadata
-from rar_pipeline_tests.conftest import SLACK_PATH, SLACK_SECRET, Reply
+from rar_pipeline_tests.fake_slack import SLACK_PATH, SLACK_SECRET, Reply
 from rar_pipeline_tests.test_alert_delivery import GERMAIN_NOV_LINE, NOV, OCT, load, outbox, rebuild, snapshot
 
 OP = "send_rar_alerts"

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from rar_pipeline.slack import SlackWebhook, WebhookError, validate_webhook_url
-from rar_pipeline_tests.conftest import SLACK_PATH, SLACK_SECRET, Reply
+from rar_pipeline_tests.fake_slack import SLACK_PATH, SLACK_SECRET, Reply
 
 PAYLOAD = {"text": "Revenue at Risk: 1 dealer needs attention", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}]}
 
