@@ -247,8 +247,9 @@ def _without_blank_rows(chunk: RowChunk) -> RowChunk:
     if not chunk.columns or not len(chunk.line_numbers):
         return chunk
     columns = list(chunk.columns.values())
-    # Only rows whose first value is short can be blank; test the rest on those few alone.
-    candidates = np.flatnonzero(pc.less_equal(pc.binary_length(columns[0]), 8).to_numpy(zero_copy_only=False))
+    # Only rows whose first value is blank can be blank; test the other columns on those few alone.
+    first_blank = pc.match_substring_regex(columns[0], r"^\s*$")
+    candidates = np.flatnonzero(pc.fill_null(first_blank, True).to_numpy(zero_copy_only=False))
     if not len(candidates):
         return chunk
     blank = np.ones(len(candidates), dtype=bool)

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from rar_pipeline.batch_reader import BLOCK_BYTES, BatchReader, FileRejected, RowChunk, file_format
@@ -259,7 +259,7 @@ def _accepted_tables(
         table = validated.accepted
         stats.add_key_hashes(table.column("key_hash").to_numpy())
         stats.months.update(pc.unique(table.column("month")).to_pylist())
-        yield table.append_column("batch_id", pa.array([batch_id] * table.num_rows, pa.int32()))
+        yield table.append_column("batch_id", pa.array(np.full(table.num_rows, batch_id, dtype=np.int32)))
 
 
 def _read_rejects(rejects_file) -> Iterator[pa.Table]:
@@ -287,17 +287,19 @@ def _reject_duplicate_keys(connection: Connection, batch_id: int, contract: Cont
     """Quarantine every copy of a natural key that occurs more than once in this file."""
     raw = metadata.tables[contract.raw_table]
     key_names = contract.natural_key
+    key = [raw.c[name] for name in key_names]
     repeated = (
-        select(raw.c.key_hash).where(raw.c.batch_id == batch_id).group_by(raw.c.key_hash).having(func.count() > 1)
+        select(*key).where(raw.c.batch_id == batch_id).group_by(*key).having(func.count() > 1).subquery("repeated")
     )
-    candidates = connection.execute(
-        select(raw).where(raw.c.batch_id == batch_id, raw.c.key_hash.in_(repeated)).order_by(raw.c.line_no)
+    rows = connection.execute(
+        select(raw)
+        .join(repeated, and_(*(raw.c[name] == repeated.c[name] for name in key_names)))
+        .where(raw.c.batch_id == batch_id)
+        .order_by(raw.c.line_no)
     ).all()
     lines_by_key: dict[tuple, list[int]] = defaultdict(list)
-    for row in candidates:
+    for row in rows:
         lines_by_key[tuple(row._mapping[name] for name in key_names)].append(row.line_no)
-    # Equal fingerprints are only candidates: the key columns decide.
-    rows = [row for row in candidates if len(lines_by_key[tuple(row._mapping[name] for name in key_names)]) > 1]
     if not rows:
         return []
     rejected = []

@@ -130,7 +130,7 @@ def test_three_demo_rooftops_load_15_rows(engine, landing, load_options):
     assert first["impressions"] == 300000
     assert (first["share_ai_snippet"], first["ctr_baseline"], first["ctr_drop_when_ai"]) == (0.35, 0.055, 0.35)
     assert (first["lead_cr"], first["close_rate"], first["avg_gross"], first["recoverable_share"]) == (0.04, 0.18, 2100.0, 0.45)
-    assert len({r["key_hash"] for r in rows}) == 15
+    assert len({(r["dealer_id"], r["month"], r["channel"], r["intent_cluster"]) for r in rows}) == 15
     assert rejected_rows(engine) == []
 
     (batch,) = ledger(engine)
@@ -429,7 +429,8 @@ def test_corrected_file_with_new_bytes_loads_as_a_new_batch(engine, landing, loa
     assert (second.status, second.rows_accepted) == ("loaded", 15)
     assert second.batch_id != first.batch_id and second.sha256 != first.sha256
     old, new = raw_rows(engine, first.batch_id), raw_rows(engine, second.batch_id)
-    assert [r["key_hash"] for r in old] == [r["key_hash"] for r in new]
+    key = ("dealer_id", "month", "channel", "intent_cluster")
+    assert [tuple(r[k] for k in key) for r in old] == [tuple(r[k] for k in key) for r in new]
     assert [r["impressions"] for r in new] == [round(r["impressions"] * 0.5) for r in old]
     assert len(archived(landing, ".processed")) == 2  # same name, no collision
     assert_ledger_agrees_with_tables(engine)

@@ -25,7 +25,6 @@ RAW_EVENTS_COLUMNS = dg.TableSchema(
         dg.TableColumn("avg_gross", "double", description="gross profit per sale, USD"),
         dg.TableColumn("recoverable_share", "double"),
         dg.TableColumn("intent_cluster", "text", description="empty string = no intent"),
-        dg.TableColumn("key_hash", "bigint", description="fingerprint of the natural key"),
     ]
 )
 

@@ -42,7 +42,7 @@ def upgrade() -> None:
 
     op.create_table('rar_raw_events',
     sa.Column('batch_id', sa.Integer(), nullable=False),
-    sa.Column('line_no', sa.BigInteger(), nullable=False),
+    sa.Column('line_no', sa.BigInteger(), nullable=False, comment='line of the row in its file (header = 1)'),
     sa.Column('dealer_id', sa.String(length=128), nullable=False),
     sa.Column('month', sa.Date(), nullable=False),
     sa.Column('channel', sa.Text(), nullable=False),
@@ -54,10 +54,11 @@ def upgrade() -> None:
     sa.Column('close_rate', sa.Double(), nullable=False),
     sa.Column('avg_gross', sa.Double(), nullable=False),
     sa.Column('recoverable_share', sa.Double(), nullable=False),
-    sa.Column('intent_cluster', sa.Text(), server_default='', nullable=False),
-    sa.Column('key_hash', sa.BigInteger(), nullable=False, comment='64-bit fingerprint of the natural key'),
-    sa.PrimaryKeyConstraint('batch_id', 'line_no')
+    sa.Column('intent_cluster', sa.Text(), server_default='', nullable=False)
     )
+    with op.batch_alter_table('rar_raw_events', schema=None) as batch_op:
+        batch_op.create_index('ix_rar_raw_events_batch_id', ['batch_id'], unique=False, postgresql_using='brin')
+
     op.create_table('rar_rejected_rows',
     sa.Column('batch_id', sa.Integer(), nullable=False),
     sa.Column('line_no', sa.BigInteger(), nullable=False),
@@ -77,6 +78,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_rar_rejected_rows_reason')
 
     op.drop_table('rar_rejected_rows')
+    with op.batch_alter_table('rar_raw_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_rar_raw_events_batch_id', postgresql_using='brin')
+
     op.drop_table('rar_raw_events')
     with op.batch_alter_table('rar_batches', schema=None) as batch_op:
         batch_op.drop_index('uq_rar_batches_loaded_sha256', sqlite_where=sa.text("status = 'loaded'"), postgresql_where=sa.text("status = 'loaded'"))

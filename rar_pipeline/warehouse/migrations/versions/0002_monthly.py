@@ -112,7 +112,6 @@ def upgrade() -> None:
     sa.Column('qai', sa.Double(), nullable=False, comment='quality index, 0..100'),
     sa.Column('zero_click_coverage', sa.Double(), nullable=True, comment='0..1, when known'),
     sa.Column('schema_coverage', sa.Double(), nullable=True, comment='0..1, when known'),
-    sa.Column('key_hash', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('batch_id', 'line_no')
     )
     op.create_table('rar_score_adjustments',
