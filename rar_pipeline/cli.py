@@ -1,4 +1,7 @@
-"""`rar-pipeline`: demo data, ingesting files, status of batches and rejects, schema upgrades."""
+"""`rar-pipeline`: ingesting files, demo and synthetic data, summaries, recomputes, alerts, schema upgrades.
+
+Dagster is imported inside the commands that run jobs, so `--help`, `status` or `summary` start fast.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ import click
 
 from rar_pipeline.config import ConfigError, Settings, load_settings
 from rar_pipeline.landing import DeliveryError, deliver
-from rar_pipeline.summaries import NotFound
+from rar_pipeline.months import add_months, parse_month
 from rar_pipeline.seed import DEMO_MONTH, HEADER, SCORE_HEADER, SeedSpec, demo_rows, demo_score_rows, synthetic_rows, write_batch
-from rar_pipeline.months import add_months
+from rar_pipeline.summaries import NotFound
 from rar_pipeline.warehouse.engine import WarehouseError, create_warehouse_engine, open_warehouse, upgrade_schema
 
 USER_ERRORS = (ConfigError, WarehouseError, DeliveryError, NotFound)
@@ -214,14 +217,12 @@ def pressure(lazy: _LazySettings, dealer_id: str, as_json: bool) -> None:
 
 
 def _month_option(month: str | None):
-    from rar_pipeline.months import parse_month
-
     if month is None:
         return None
     try:
         return parse_month(month)
-    except ValueError:
-        raise click.BadParameter(f"{month!r} is not a month; use YYYY-MM, e.g. 2025-11", param_hint="--month") from None
+    except ValueError:  # one line and exit 1, like every other mistake (not click's usage screen)
+        raise click.ClickException(f"--month {month!r} is not a month; use YYYY-MM, e.g. 2025-11") from None
 
 
 @contextmanager
@@ -242,13 +243,9 @@ def recompute(lazy: _LazySettings, month: str, wait: bool) -> None:
     """Rebuild one month of the RaR lineage (the old "compute" endpoint and Pulse hook)."""
     from rar_pipeline.defs.launch import LaunchError, failure_message, run_job, submit_run
     from rar_pipeline.defs.partitions import monthly_partitions
-    from rar_pipeline.months import parse_month
 
     settings = lazy.get()
-    try:
-        wanted = parse_month(month)
-    except ValueError:  # one line and exit 1, like an out-of-range month (not click's usage screen)
-        raise click.ClickException(f"--month {month!r} is not a month; use YYYY-MM, e.g. 2025-11") from None
+    wanted = _month_option(month)
     keys = monthly_partitions.get_partition_keys()
     if wanted.isoformat() not in keys:
         raise click.ClickException(f"{month} is outside the pipeline's months {keys[0][:7]}..{keys[-1][:7]} (RAR_START_MONTH to now)")
@@ -304,8 +301,6 @@ def alerts(lazy: _LazySettings, as_json: bool, limit: int) -> None:
 @click.option("--demo", is_flag=True, help="Write the three rooftops of the domain spec instead.")
 def seed(out_dir: Path, dealers: int, months: int, rows: int, seed_value: int, last_month: str, file_format: str, demo: bool) -> None:
     """Write a deterministic synthetic batch (or the demo rooftops) to --out."""
-    from rar_pipeline.months import parse_month
-
     if demo:
         path = out_dir / f"rar-demo-{DEMO_MONTH:%Y-%m}.{file_format}"
         count = write_batch(path, demo_rows(), file_format)
@@ -313,7 +308,7 @@ def seed(out_dir: Path, dealers: int, months: int, rows: int, seed_value: int, l
         try:
             last = parse_month(last_month)
         except ValueError:
-            raise click.BadParameter("use YYYY-MM, e.g. 2025-11", param_hint="--last-month") from None
+            raise click.ClickException(f"--last-month {last_month!r} is not a month; use YYYY-MM, e.g. 2025-11") from None
         spec = SeedSpec(dealers=dealers, months=months, rows=rows, seed=seed_value, last_month=last)
         path = out_dir / f"rar-synthetic-{last:%Y-%m}-s{seed_value}-{rows}.{file_format}"
         count = write_batch(path, synthetic_rows(spec), file_format)

@@ -194,11 +194,10 @@ def test_unknown_month_is_one_line_exit_1(demo):
     assert "2024-03" in line and GERMAIN in line
 
 
-def test_a_month_that_is_not_a_month_is_a_usage_error(demo):
+def test_a_month_that_is_not_a_month_is_one_line_exit_1(demo):
     env, _ = demo
-    result = run(env, "summary", "--dealer", GERMAIN, "--month", "2025-13")
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "is not a month" in result.stderr
+    line = one_line_error(run(env, "summary", "--dealer", GERMAIN, "--month", "2025-13"))
+    assert line == "Error: --month '2025-13' is not a month; use YYYY-MM, e.g. 2025-11"
 
 
 # ingest --wait refreshes the months it touched ---------------------------------------------------------------
