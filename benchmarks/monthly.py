@@ -61,7 +61,6 @@ from rar_pipeline import monthly, monthly_checks
 from rar_pipeline.config import load_settings
 from rar_pipeline.contract import NATURAL_KEY
 from rar_pipeline.defs.monthly import (
-    DEALER_SCORES_KEY,
     EVENTS_KEY,
     INTENT_MONTHLY_KEY,
     MONTHLY_KEY,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Callable
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 

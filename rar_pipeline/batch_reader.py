@@ -11,13 +11,14 @@ import csv
 import gzip
 import json
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Iterator
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from rar_pipeline.contract import EVENTS, Contract, Reason, contract_for_columns
 from rar_pipeline.validation import RAW_COPY_LIMIT, RejectedRow

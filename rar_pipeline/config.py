@@ -7,10 +7,10 @@ directly and nothing deep in the code depends on process state.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Mapping
 
 from rar_pipeline.months import parse_month
 
@@ -43,7 +43,7 @@ class Settings:
     slack_webhook_configured: bool = False
     dagster_url: str | None = None
 
-    def with_overrides(self, **changes) -> "Settings":
+    def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
 
 

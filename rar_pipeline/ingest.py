@@ -14,10 +14,10 @@ import logging
 import os
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -235,8 +235,10 @@ class _LoadStats:
             return True
         if not self._key_hashes:
             return False
-        _, counts = np.unique(np.concatenate(self._key_hashes), return_counts=True)
-        return bool((counts > 1).any())
+        hashes = np.concatenate(self._key_hashes)
+        self._key_hashes = []
+        hashes.sort()  # in place: no second copy, unlike np.unique
+        return bool((hashes[1:] == hashes[:-1]).any())
 
     def count_reject(self, reason: Reason) -> None:
         self.by_reason[reason.value] += 1

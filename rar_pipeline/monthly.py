@@ -7,7 +7,6 @@ the same month serialize and the later one computes from what the earlier one co
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -408,6 +407,3 @@ def top_dealers_markdown(rows: list[rar_math.DealerMonth], limit: int = 10) -> s
         lines.append(f"| {row.dealer_id} | ${row.rar:,.2f} | ${row.recoverable:,.2f} | {row.lost_sessions:,} | {top} |")
     return "\n".join(lines)
 
-
-def monthly_json(value) -> str:
-    return json.dumps(value, default=str)

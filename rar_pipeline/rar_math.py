@@ -8,9 +8,9 @@ same events rounds to the same cents whatever order the database returns them in
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterable, Sequence
 
 TOP_INTENTS = 5
 FIX_PACK_INTENTS = 3

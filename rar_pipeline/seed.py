@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Iterator
 
 from rar_pipeline.contract import FIELDS, SCORE_FIELDS
 from rar_pipeline.months import add_months

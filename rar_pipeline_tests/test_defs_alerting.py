@@ -186,7 +186,6 @@ def test_the_webhook_url_appears_nowhere_a_run_leaves_anything(tmp_path, monkeyp
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     results = []
-    errors = []
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
 
         def run(job_name, **options):

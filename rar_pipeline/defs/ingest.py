@@ -4,9 +4,9 @@ from collections import Counter
 
 import dagster as dg
 
+from rar_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from rar_pipeline.ingest import FileReport, ingest_landing
 from rar_pipeline.ledger import loaded_row_total, reconcile_batches
-from rar_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 
 RAW_EVENTS_KEY = dg.AssetKey(["rar", "raw_events"])
 RAW_EVENTS_COLUMNS = dg.TableSchema(

@@ -107,7 +107,12 @@ def events(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
             INTENT_MONTHLY_KEY, deps=[EVENTS_KEY], group_name="monthly", kinds=MONTHLY_KINDS, owners=OWNERS,
             description="The full per-intent RaR breakdown per dealer and month, ranked (BI charts the top 10). "
             "Events without an intent count in the dealer totals but not here.",
-            metadata={"dagster/table_name": "rar_intent_monthly"},
+            metadata={"dagster/table_name": "rar_intent_monthly"}
+            | _columns(
+                ("dealer_id", "varchar(128)", ""), ("month", "date", ""), ("intent_cluster", "text", ""),
+                ("rank", "integer", "1 = the dealer's biggest losing intent"), ("rar", "numeric(14,2)", ""),
+                ("recoverable", "numeric(14,2)", ""), ("lost_sessions", "bigint", ""), ("event_count", "integer", ""),
+            ),
         ),  # fmt: skip
     ],
     partitions_def=monthly_partitions,
@@ -201,7 +206,13 @@ def pressure(context: dg.AssetExecutionContext, warehouse: WarehouseResource, ru
     group_name="ingest",
     kinds={"python", "sql"},
     owners=OWNERS,
-    metadata={"dagster/table_name": "dealer_scores"},
+    metadata={"dagster/table_name": "dealer_scores"}
+    | _columns(
+        ("dealer_id", "varchar(128)", ""), ("month", "date", ""), ("aiv", "double", "AI visibility, 0..100"),
+        ("ati", "double", "AI trust, 0..100"), ("qai", "double", "quality index, 0..100"),
+        ("zero_click_coverage", "double", "0..1 or NULL"), ("schema_coverage", "double", "0..1 or NULL"),
+        ("batch_id", "integer", "the score file it comes from"),
+    ),  # fmt: skip
 )
 def dealer_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Base AI visibility (AIV), AI trust (ATI) and quality (QAI) scores per dealer × month, 0..100.
@@ -223,7 +234,13 @@ def dealer_scores(warehouse: WarehouseResource) -> dg.MaterializeResult:
     kinds=MONTHLY_KINDS,
     owners=OWNERS,
     pool=MONTHLY_POOL,
-    metadata={"dagster/table_name": "rar_score_adjustments"},
+    metadata={"dagster/table_name": "rar_score_adjustments"}
+    | _columns(
+        ("dealer_id", "varchar(128)", ""), ("month", "date", ""), ("pressure", "double", ""), ("trend", "varchar(8)", ""),
+        ("aiv", "double", "base"), ("aiv_adjusted", "double", "AIV × (1 − 0.04 × pressure)"), ("aiv_delta", "double", "points"),
+        ("ati", "double", "base"), ("ati_adjusted", "double", "ATI × (1 − 0.03 × pressure)"), ("ati_delta", "double", "points"),
+        ("qai", "double", "base"), ("qai_adjusted", "double", "QAI × 0.98 when trending up"), ("qai_delta", "double", "points"),
+    ),  # fmt: skip
 )
 def score_adjustments(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The dealer's AI scores after RaR pressure (the learning loop), for dealers with base scores that month.

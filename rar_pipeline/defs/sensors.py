@@ -7,9 +7,9 @@ import dagster as dg
 from rar_pipeline.defs.jobs import rar_ingest_job, rar_monthly_job
 from rar_pipeline.defs.monthly import PRESSURE_KEY, SCORE_ADJUSTMENTS_KEY
 from rar_pipeline.defs.resources import LandingZoneResource, WarehouseResource
+from rar_pipeline.landing import LandingScan, scan_landing
 from rar_pipeline.ledger import RefreshRequest, refresh_plan
 from rar_pipeline.months import current_month
-from rar_pipeline.landing import LandingScan, scan_landing
 
 
 def next_landing_cursor(scan: LandingScan, requested_up_to: int) -> tuple[list, int]:

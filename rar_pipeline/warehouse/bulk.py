@@ -8,7 +8,7 @@ one chunk while Python validates the next, so the two cores work at once.
 from __future__ import annotations
 
 import io
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -11,7 +12,6 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     Index,
-    JSON,
     Integer,
     MetaData,
     Numeric,

@@ -7,9 +7,8 @@ Revises: 0001_ingest
 import json
 from datetime import date
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002_monthly'
 down_revision = '0001_ingest'

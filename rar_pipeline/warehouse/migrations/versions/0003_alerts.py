@@ -4,9 +4,8 @@ Revision ID: 0003_alerts
 Revises: 0002_monthly
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0003_alerts'
 down_revision = '0002_monthly'
