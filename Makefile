@@ -31,6 +31,7 @@ dev: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/monthly.py
 
 clean:
 	rm -rf $(VENV) .rar .pytest_cache
