@@ -99,7 +99,8 @@ def write_alert_candidates(connection: Connection, month: date, threshold: float
             records.append({**common, "kind": "pressure", "dedupe_key": key, "fix_pack": []})
         if p0 == "true" and (row.dealer_id, "p0") not in alerted:
             key = f"p0:{row.dealer_id}:{month.isoformat()}"
-            records.append({**common, "kind": "p0", "dedupe_key": key, "fix_pack": fix_pack(row.top_losing_intents)})
+            p0_level = alert_level(row.pressure, P0_PRESSURE)
+            records.append({**common, "kind": "p0", "level": p0_level, "dedupe_key": key, "fix_pack": fix_pack(row.top_losing_intents)})
     if records:
         connection.execute(insert(rar_alert_outbox), records)
     return len(records)

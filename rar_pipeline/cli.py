@@ -81,13 +81,21 @@ def ingest(lazy: _LazySettings, files: tuple[Path, ...], wait: bool, as_json: bo
 
 def _ingest_now(settings: Settings, delivered: list[tuple[Path, str]]) -> list[dict]:
     """Run the ingest job, then the monthly job for every month it touched, as the sensors would."""
+    # Copies keep their source's mtime; one that is too fresh waits until it counts as settled (a
+    # file the running daemon already took away needs no waiting).
+    mtimes = [path.stat().st_mtime for path, _ in delivered if path.exists()]
+    time.sleep(max(0.0, settings.settle_seconds - (time.time() - max(mtimes, default=0.0))))
+    engine = open_warehouse(settings.database_url)
+    try:
+        return _run_and_report(settings, engine, delivered)
+    finally:
+        engine.dispose()
+
+
+def _run_and_report(settings: Settings, engine, delivered: list[tuple[Path, str]]) -> list[dict]:
     from rar_pipeline.defs.launch import failure_message, ingest_and_refresh
     from rar_pipeline.ledger import batch_for_delivery
 
-    engine = open_warehouse(settings.database_url)
-    # Copies keep their source's mtime; one that is too fresh waits until it counts as settled.
-    newest = max(path.stat().st_mtime for path, _ in delivered)
-    time.sleep(max(0.0, settings.settle_seconds - (time.time() - newest)))
     ingest_result, requests, monthly_results = ingest_and_refresh(settings, engine)
     if not ingest_result.success:
         raise click.ClickException(f"rar_ingest_job failed: {failure_message(ingest_result)}")
@@ -102,7 +110,6 @@ def _ingest_now(settings: Settings, delivered: list[tuple[Path, str]]) -> list[d
         for path, sha256 in delivered:
             batch = batch_for_delivery(connection, path.name, sha256)
             reports.append(batch or {"file_name": path.name, "sha256": sha256, "status": "pending"})
-    engine.dispose()
     if not all(result.success for result in monthly_results):
         raise click.ClickException("a monthly rebuild failed; see above and the Dagster UI")
     return reports
@@ -123,7 +130,7 @@ def _deliver_and_report(settings: Settings, engine, month_key: str) -> None:
     if not result.success:
         click.echo(f"alerts of {month_key[:7]}: delivery failed ({failure_message(result)}); they stay queued", err=True)
         return
-    click.echo(f"alerts of {month_key[:7]}: {delivered or 'no'} new; in total {summary}", err=True)
+    click.echo(f"alerts of {month_key[:7]}: {delivered or 'none'} delivered now; in total {summary}", err=True)
     if delivered and not settings.slack_webhook_configured:
         click.echo("SLACK_WEBHOOK_RAR is not set, so nothing was posted; the digest would read:", err=True)
         click.echo("  " + digest.replace("\n", "\n  "), err=True)

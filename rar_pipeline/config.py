@@ -64,6 +64,13 @@ def _share(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _not_negative(env: Mapping[str, str], name: str, default: float, kind=float) -> float:
+    value = _number(env, name, default, kind)
+    if value < 0:
+        raise ConfigError(f"{name}={value} must not be negative.")
+    return value
+
+
 def _positive(env: Mapping[str, str], name: str, default: float, kind=float) -> float:
     value = _number(env, name, default, kind)
     if value <= 0:
@@ -88,13 +95,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         landing_dir=Path(env.get("RAR_LANDING_DIR") or home / "landing").expanduser().absolute(),
         dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster_home").expanduser().absolute(),
         start_month=start_month,
-        settle_seconds=_number(env, "RAR_SETTLE_SECONDS", 5.0),
+        settle_seconds=_not_negative(env, "RAR_SETTLE_SECONDS", 5.0),
         max_files_per_run=int(_positive(env, "RAR_MAX_FILES_PER_RUN", 100, int)),
         max_file_bytes=int(_positive(env, "RAR_MAX_FILE_BYTES", 2 * 1024**3, int)),
         reject_budget=budget,
         pressure_cap=_positive(env, "RAR_PRESSURE_CAP", 100_000.0),
         alert_threshold=_share(env, "RAR_ALERT_THRESHOLD", 0.6),
-        close_days=_number(env, "RAR_CLOSE_DAYS", 5, int),
+        close_days=int(_not_negative(env, "RAR_CLOSE_DAYS", 5, int)),
         slack_webhook_configured=bool((env.get("SLACK_WEBHOOK_RAR") or "").strip()),
         dagster_url=(env.get("RAR_DAGSTER_URL") or "").rstrip("/") or None,
     )
+
+
+def child_environment(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a `dagster` subprocess: ours, with DAGSTER_HOME pointing at the instance."""
+    return {**(os.environ if env is None else env), "DAGSTER_HOME": str(settings.dagster_home)}

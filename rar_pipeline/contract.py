@@ -38,7 +38,6 @@ class Reason(StrEnum):
 # ASCII digits only: Python's `\d` also matches other scripts' digits, which Arrow's RE2 `\d` does not.
 NUMBER_PATTERN = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 DEALER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
-MONTH_PATTERN = r"^\d{4}-\d{2}(?:-\d{2})?$"
 # Impressions above 2**53 would lose precision as float64 in the RaR arithmetic.
 MAX_IMPRESSIONS = 2**53
 

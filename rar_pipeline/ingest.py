@@ -99,9 +99,9 @@ def load_file(engine: Engine, landing_dir: Path, found: LandingFile, options: Lo
             report = _load_in_transaction(engine, stream, found, ledger, kind, gzipped, options)
         except FileRejected as rejected:
             report = _record_rejected(engine, ledger, rejected)
-        except IntegrityError:
-            # Another loader committed the same bytes while this one was loading.
-            report = _record_duplicate(engine, ledger)
+        except IntegrityError as error:
+            # Another loader committed the same bytes while this one was loading; anything else is a bug.
+            report = _record_duplicate(engine, ledger, error)
         except _FileChanged as changed:
             return FileReport(found.name, "skipped", sha256=sha256, detail=str(changed))
     if report.status != "skipped" and report.archived_as is None:
@@ -207,8 +207,8 @@ def record_outcome(connection: Connection, report: FileReport) -> None:
 
 
 # Up to this many rows, the in-batch duplicate check runs on fingerprints in memory (8 bytes a row,
-# 64 MB at most);
-# past it, memory stays flat and the check runs in the warehouse instead.
+# about twice that while they are joined and sorted: 128 MB at most); past it, memory stays flat and
+# the check runs in the warehouse instead.
 IN_MEMORY_KEY_LIMIT = 8_000_000
 
 
@@ -348,11 +348,13 @@ def _insert_duplicate(connection: Connection, ledger: dict, original: int) -> Fi
     return FileReport(ledger["file_name"], "duplicate", ledger["sha256"], batch_id, detail=f"same bytes as batch {original}")
 
 
-def _record_duplicate(engine: Engine, ledger: dict) -> FileReport:
+def _record_duplicate(engine: Engine, ledger: dict, error: IntegrityError) -> FileReport:
     with write_connection(engine) as connection, connection.begin():
         original = connection.execute(
             select(rar_batches.c.batch_id).where(rar_batches.c.sha256 == ledger["sha256"], rar_batches.c.status == "loaded")
-        ).scalar_one()
+        ).scalar()
+        if original is None:
+            raise error
         return _insert_duplicate(connection, ledger, original)
 
 

@@ -60,8 +60,8 @@ def test_demo_lists_dry_run_alerts_and_a_recompute_adds_none(env):
     demo = run(env, "demo")
 
     assert demo.exit_code == 0, demo.output
-    assert "alerts of 2025-11: 4 new; in total 4 dry_run" in demo.stderr
-    assert "alerts of 2025-10: 1 new; in total 1 dry_run" in demo.stderr
+    assert "alerts of 2025-11: 4 delivered now; in total 4 dry_run" in demo.stderr
+    assert "alerts of 2025-10: 1 delivered now; in total 1 dry_run" in demo.stderr
     assert "SLACK_WEBHOOK_RAR is not set, so nothing was posted; the digest would read:" in demo.stderr
     assert f"  P0 {GERMAIN_LINE}" in demo.stderr.splitlines()
 
@@ -82,7 +82,7 @@ def test_demo_lists_dry_run_alerts_and_a_recompute_adds_none(env):
 
     assert recompute.exit_code == 0, recompute.output
     assert recompute.stdout.startswith("rebuilt 2025-11 (run ")
-    assert "alerts of 2025-11: no new; in total 4 dry_run" in recompute.stderr
+    assert "alerts of 2025-11: none delivered now; in total 4 dry_run" in recompute.stderr
     assert outbox(env) == rows  # a recompute never alerts twice
 
 
@@ -126,7 +126,7 @@ def test_ingest_wait_with_a_webhook_posts_one_digest(env, tmp_path, slack):
     result = run(env, "ingest", "--wait", demo)
 
     assert result.exit_code == 0, result.output
-    assert "alerts of 2025-11: 3 new; in total 3 sent" in result.stderr  # no score snapshot loaded: no P0
+    assert "alerts of 2025-11: 3 delivered now; in total 3 sent" in result.stderr  # no score snapshot loaded: no P0
     assert "SLACK_WEBHOOK_RAR is not set" not in result.stderr
     (payload,) = slack.payloads
     lines = payload["text"].splitlines()

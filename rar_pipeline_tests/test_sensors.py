@@ -259,3 +259,31 @@ def test_sensor_with_the_code_locations_landing_resource(tmp_path):
     result = defs.resolve_sensor_def("rar_landing_sensor")(context)
     assert isinstance(result, dg.RunRequest)
     assert context.cursor == str(os.stat(tmp_path / "drop" / "rooftops.csv").st_ctime_ns)
+
+
+def test_files_left_over_from_an_earlier_request_are_requested_again_hourly(tmp_path, monkeypatch):
+    """A failed run (or a burst over RAR_MAX_FILES_PER_RUN) leaves requested files behind: retried."""
+    from types import SimpleNamespace
+
+    from rar_pipeline.defs import sensors
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    batch = landing / "left.csv"
+    batch.write_text("dealerId,month\n")
+    resource = LandingZoneResource(landing_dir=str(landing), settle_seconds=0)
+    first = rar_landing_sensor(dg.build_sensor_context(cursor=None, resources={"landing": resource}))
+    assert isinstance(first, dg.RunRequest)
+    cursor = str(batch.stat().st_ctime_ns)
+
+    # Just requested: no second request while that run may still be queued.
+    again = rar_landing_sensor(dg.build_sensor_context(cursor=cursor, resources={"landing": resource}))
+    assert isinstance(again, dg.SkipReason) and "1 already requested" in again.skip_message
+
+    # Still there long after it arrived: requested again, with an hourly run key.
+    later = time.time() + sensors.LEFTOVER_RETRY_SECONDS + 1
+    monkeypatch.setattr(sensors, "time", SimpleNamespace(time=lambda: later))  # the sensor's clock only
+    retry = rar_landing_sensor(dg.build_sensor_context(cursor=cursor, resources={"landing": resource}))
+    assert isinstance(retry, dg.RunRequest)
+    assert retry.run_key.startswith("landing-retry-") and retry.run_key.endswith(f"-h{int(later // 3600)}")
+    assert retry.tags == {"rar/left_over_files": "1"}

@@ -4,7 +4,6 @@ The CLI uses the same jobs the sensors launch, so a run started here shows in th
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from rar_pipeline.config import Settings
+from rar_pipeline.config import Settings, child_environment
 from rar_pipeline.definitions import build_definitions
 
 # The repository's instance config (run queue limits, run monitoring, telemetry off); present in a
@@ -100,7 +99,7 @@ def submit_run(settings: Settings, job_name: str, partition_key: str) -> str:
         pass  # creates DAGSTER_HOME and its dagster.yaml when missing
     command = [sys.executable, "-m", "dagster", "job", "launch", "-w", str(WORKSPACE), "-j", job_name, "--tags", json.dumps(tags)]
     done = subprocess.run(
-        command, env={**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}, capture_output=True, text=True, timeout=300
+        command, env=child_environment(settings), capture_output=True, text=True, timeout=300
     )
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()

@@ -1,6 +1,7 @@
 """Sensors: new files in the landing zone, and months touched by newly loaded batches."""
 
 import hashlib
+import time
 
 import dagster as dg
 
@@ -10,6 +11,10 @@ from rar_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from rar_pipeline.landing import LandingScan, scan_landing
 from rar_pipeline.ledger import RefreshRequest, refresh_plan
 from rar_pipeline.months import current_month
+
+
+# A requested file still in the landing zone this long after it arrived is requested again.
+LEFTOVER_RETRY_SECONDS = 600
 
 
 def next_landing_cursor(scan: LandingScan, requested_up_to: int) -> tuple[list, int]:
@@ -38,15 +43,25 @@ def rar_landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone
     scan = scan_landing(landing.path, landing.settle_seconds)
     new, cursor = next_landing_cursor(scan, int(context.cursor or 0))
     context.update_cursor(str(cursor))
-    if not new:
-        return dg.SkipReason(
-            f"0 new files; {len(scan.settling)} still being written; "
-            f"{len(scan.ready)} already requested; {len(scan.ignored)} ignored"
-        )
-    identity = hashlib.sha256("\n".join(sorted(found.identity for found in new)).encode()).hexdigest()[:20]
-    context.log.info(f"{len(new)} new file(s): {', '.join(found.name for found in new[:10])}")
     # The run loads every pending file, the new ones included; the run key makes a re-evaluated tick harmless.
-    return dg.RunRequest(run_key=f"landing-{identity}", tags={"rar/new_files": str(len(new))})
+    if new:
+        context.log.info(f"{len(new)} new file(s): {', '.join(found.name for found in new[:10])}")
+        return dg.RunRequest(run_key=f"landing-{_identity(scan.ready)}", tags={"rar/new_files": str(len(new))})
+    now = time.time()
+    left_over = [found for found in scan.ready if now - found.ctime_ns / 1e9 >= LEFTOVER_RETRY_SECONDS]
+    if left_over:
+        # Requested earlier but still here (a failed run, or more than RAR_MAX_FILES_PER_RUN at once):
+        # ask again, at most once an hour for the same files.
+        hour = int(now // 3600)
+        return dg.RunRequest(run_key=f"landing-retry-{_identity(scan.ready)}-h{hour}", tags={"rar/left_over_files": str(len(left_over))})
+    return dg.SkipReason(
+        f"0 new files; {len(scan.settling)} still being written; "
+        f"{len(scan.ready)} already requested; {len(scan.ignored)} ignored"
+    )
+
+
+def _identity(files) -> str:
+    return hashlib.sha256("\n".join(sorted(found.identity for found in files)).encode()).hexdigest()[:20]
 
 
 def refresh_run_request(request: RefreshRequest) -> dg.RunRequest:

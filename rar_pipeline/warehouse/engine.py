@@ -105,7 +105,7 @@ def upgrade_schema(engine: Engine) -> None:
     """Apply pending Alembic migrations (safe to call from several processes at once)."""
     check_connection(engine)
     config = _alembic_config()
-    with engine.begin() as connection:
+    with write_connection(engine) as connection, connection.begin():
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
@@ -115,7 +115,11 @@ def upgrade_schema(engine: Engine) -> None:
 def open_warehouse(url: str) -> Engine:
     """An engine on an up-to-date schema: a new, empty database is created on first use."""
     engine = create_warehouse_engine(url)
-    check_connection(engine)
-    if not schema_is_current(engine):
-        upgrade_schema(engine)
+    try:
+        check_connection(engine)
+        if not schema_is_current(engine):
+            upgrade_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine

@@ -101,7 +101,6 @@ rar_rejected_rows = Table(
     Index("ix_rar_rejected_rows_reason", "reason"),
 )
 
-RAW_EVENT_COLUMNS = [column.name for column in rar_raw_events.columns]
 
 # Which months each loaded batch has rows for: the refresh sensor and the monthly rebuilds read it.
 rar_batch_months = Table(
