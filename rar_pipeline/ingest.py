@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rar_pipeline.batch_reader import BLOCK_BYTES, BatchReader, FileRejected, RowChunk, file_format
@@ -30,13 +30,12 @@ from rar_pipeline.contract import Contract, Reason
 from rar_pipeline.landing import LandingFile, LandingFileChanged, archive, open_landing_file, scan_landing, sha256_of
 from rar_pipeline.validation import RAW_COPY_LIMIT, RejectedRow, validate_chunk
 from rar_pipeline.warehouse.bulk import insert_arrow
-from rar_pipeline.warehouse.engine import write_connection
+from rar_pipeline.warehouse.engine import INGEST_LOCK, advisory_lock, write_connection
 from rar_pipeline.warehouse.schema import metadata, rar_batch_months, rar_batches, rar_rejected_rows
 
 log = logging.getLogger(__name__)
 
 REJECT_COLUMNS = ["batch_id", "line_no", "reason", "detail", "raw"]
-INGEST_LOCK = 72_416_002  # names the PostgreSQL advisory lock that serialises file loads
 
 
 @dataclass(frozen=True)
@@ -115,10 +114,9 @@ class _FileChanged(Exception):
 
 def _load_in_transaction(engine, stream, found, ledger, kind, gzipped, options) -> FileReport:
     with write_connection(engine) as connection, connection.begin():
-        if connection.dialect.name == "postgresql":
-            # One loader at a time, so batch ids commit in increasing order: the refresh sensor's
-            # cursor ("batches after id N") then never skips a batch that committed late.
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK})
+        # One loader at a time, so batch ids commit in increasing order: the refresh sensor's
+        # cursor ("batches after id N") then never skips a batch that committed late.
+        advisory_lock(connection, INGEST_LOCK)
         earlier = connection.execute(
             select(rar_batches.c.batch_id, rar_batches.c.file_name, rar_batches.c.archived_as).where(
                 rar_batches.c.sha256 == ledger["sha256"], rar_batches.c.status == "loaded"

@@ -14,13 +14,14 @@ from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Connection, and_, delete, func, insert, literal, select, text
+from sqlalchemy import Connection, and_, delete, func, insert, literal, select
 from sqlalchemy.exc import DataError
 
 from rar_pipeline import rar_math
 from rar_pipeline.contract import NATURAL_KEY
 from rar_pipeline.months import add_months
 from rar_pipeline.warehouse.bulk import insert_arrow, read_arrow
+from rar_pipeline.warehouse.engine import CURRENT_PRESSURE_LOCK, advisory_lock
 from rar_pipeline.warehouse.schema import (
     DERIVED_COLUMNS,
     dealer_scores,
@@ -36,8 +37,6 @@ from rar_pipeline.warehouse.schema import (
 )
 
 PRESSURE_METRIC = "rar_pressure"
-# Names the PostgreSQL advisory lock that serialises refreshes of the current pressure across months.
-CURRENT_PRESSURE_LOCK = 72_416_003
 
 
 def lock_month(connection: Connection, month: date) -> None:
@@ -46,9 +45,7 @@ def lock_month(connection: Connection, month: date) -> None:
     SQLite needs nothing more: writers open their transaction with BEGIN IMMEDIATE, which already
     admits one writer at a time.
     """
-    if connection.dialect.name == "postgresql":
-        key = zlib.crc32(f"rar-month-{month.isoformat()}".encode())
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    advisory_lock(connection, zlib.crc32(f"rar-month-{month.isoformat()}".encode()))
 
 
 # rar/events -------------------------------------------------------------------------------------
@@ -303,12 +300,11 @@ def _refresh_current_pressure(connection: Connection, month: date, dealers: list
     Only dealers that have data in this month, or whose current value came from this month, can
     change; recomputing an old month leaves a newer month's value alone.
     """
-    if connection.dialect.name == "postgresql":
-        # Writers of different months hold different month locks but share each dealer's current
-        # value: one refresh at a time, each reading (fresh snapshot per statement) what the one
-        # before committed. Otherwise an older month's refresh that overlaps a newer one's fails
-        # on the newer one's uncommitted rows, or overwrites them with the older month's value.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CURRENT_PRESSURE_LOCK})
+    # Writers of different months hold different month locks but share each dealer's current
+    # value: one refresh at a time, each reading (fresh snapshot per statement) what the one
+    # before committed. Otherwise an older month's refresh that overlaps a newer one's fails
+    # on the newer one's uncommitted rows, or overwrites them with the older month's value.
+    advisory_lock(connection, CURRENT_PRESSURE_LOCK)
     affected = set(dealers) | set(
         connection.execute(
             select(secondary_metrics.c.dealer_id).where(

@@ -14,8 +14,10 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-# Any constant works; it names the lock that serialises concurrent `db upgrade`s on PostgreSQL.
-_MIGRATION_LOCK = 72_416_001
+# PostgreSQL advisory lock keys (any constants work; kept together so they never collide).
+MIGRATION_LOCK = 72_416_001  # concurrent `db upgrade`s
+INGEST_LOCK = 72_416_002  # file loads, so batch ids commit in increasing order
+CURRENT_PRESSURE_LOCK = 72_416_003  # the dealers' current pressure in secondary_metrics
 
 
 class WarehouseError(RuntimeError):
@@ -77,6 +79,15 @@ def write_connection(engine: Engine) -> Connection:
     return engine.connect().execution_options(rar_writer=True)
 
 
+def advisory_lock(connection: Connection, key: int) -> None:
+    """Hold a PostgreSQL advisory lock until the transaction ends.
+
+    SQLite needs none: writers open their transaction with BEGIN IMMEDIATE, one at a time.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def check_connection(engine: Engine) -> None:
     try:
         with engine.connect() as connection:
@@ -106,8 +117,7 @@ def upgrade_schema(engine: Engine) -> None:
     check_connection(engine)
     config = _alembic_config()
     with write_connection(engine) as connection, connection.begin():
-        if engine.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        advisory_lock(connection, MIGRATION_LOCK)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
