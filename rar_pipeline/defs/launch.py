@@ -25,14 +25,19 @@ class LaunchError(RuntimeError):
     """A run could not be queued; the message is one line."""
 
 
-def dagster_instance(settings: Settings) -> dg.DagsterInstance:
-    """The persistent instance under DAGSTER_HOME, created with the repository's dagster.yaml if new."""
+def prepare_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME, created with the repository's dagster.yaml if it has none."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() and REPO_INSTANCE_CONFIG.exists():
         shutil.copyfile(REPO_INSTANCE_CONFIG, config)
-    return dg.DagsterInstance.from_config(str(home))
+    return home
+
+
+def dagster_instance(settings: Settings) -> dg.DagsterInstance:
+    """The persistent instance under DAGSTER_HOME."""
+    return dg.DagsterInstance.from_config(str(prepare_dagster_home(settings)))
 
 
 # The command line prints its own report; the full event log is in the UI.
@@ -95,8 +100,7 @@ def submit_run(settings: Settings, job_name: str, partition_key: str) -> str:
     """
     request_id = uuid.uuid4().hex
     tags = {"dagster/partition": partition_key, "rar/trigger": "cli", "rar/request": request_id}
-    with dagster_instance(settings):
-        pass  # creates DAGSTER_HOME and its dagster.yaml when missing
+    prepare_dagster_home(settings)
     command = [sys.executable, "-m", "dagster", "job", "launch", "-w", str(WORKSPACE), "-j", job_name, "--tags", json.dumps(tags)]
     done = subprocess.run(
         command, env=child_environment(settings), capture_output=True, text=True, timeout=300
