@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -148,21 +149,20 @@ class DealerAlert:
 
 def group_by_dealer(rows) -> list[DealerAlert]:
     """One entry per dealer × month (a dealer can have a pressure and a P0 alert); P0s first, then by pressure."""
-    alerts: dict[tuple[str, date], DealerAlert] = {}
+    grouped: dict[tuple[str, date], list] = defaultdict(list)
     for row in rows:
-        key = (row.dealer_id, row.month)
-        alert = alerts.get(key)
-        if alert is None or row.pressure > alert.pressure:
-            previous_ids = alert.alert_ids if alert else []
-            previous_pack = alert.fix_pack if alert else []
-            alert = alerts[key] = DealerAlert(
-                row.dealer_id, row.month, row.pressure, Decimal(row.rar), Decimal(row.recoverable), row.trend, row.p0,
-                previous_pack, previous_ids,
+        grouped[(row.dealer_id, row.month)].append(row)
+    alerts = []
+    for group in grouped.values():
+        top = max(group, key=lambda row: row.pressure)
+        p0_rows = [row for row in group if row.kind == "p0"]
+        alerts.append(
+            DealerAlert(
+                top.dealer_id, top.month, top.pressure, Decimal(top.rar), Decimal(top.recoverable), top.trend,
+                "true" if p0_rows else top.p0, p0_rows[-1].fix_pack if p0_rows else [], [row.alert_id for row in group],
             )  # fmt: skip
-        alert.alert_ids.append(row.alert_id)
-        if row.kind == "p0":
-            alert.p0, alert.fix_pack = "true", row.fix_pack
-    return sorted(alerts.values(), key=lambda a: (not a.is_p0, -a.pressure, a.dealer_id))
+        )
+    return sorted(alerts, key=lambda a: (not a.is_p0, -a.pressure, a.dealer_id))
 
 
 def render_digest(alerts: list[DealerAlert]) -> dict:
