@@ -13,11 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from rar_pipeline.cli import cli
+from rar_pipeline_tests.cli_helpers import run
 from rar_pipeline.seed import HEADER
 
 PASSWORD = "s3cret-pw"
@@ -26,12 +25,6 @@ RAR_VARIABLES = (
     "RAR_DATABASE_URL", "RAR_LANDING_DIR", "RAR_START_MONTH", "RAR_REJECT_BUDGET",
     "RAR_MAX_FILES_PER_RUN", "RAR_MAX_FILE_BYTES",
 )  # fmt: skip
-
-
-def run(env: dict, *args: str):
-    """Invoke the CLI; anything but a clean exit or click's own error handling propagates."""
-    result = CliRunner().invoke(cli, [str(arg) for arg in args], env=env, catch_exceptions=False)
-    return result
 
 
 def error_line(result) -> str:

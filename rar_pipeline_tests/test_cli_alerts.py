@@ -9,9 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
 
-from rar_pipeline.cli import cli
+from rar_pipeline_tests import cli_helpers
+from rar_pipeline_tests.cli_helpers import run
 from rar_pipeline_tests.fake_slack import SLACK_SECRET, Reply
 
 GERMAIN_LINE = "germain-toyota-naples: $89,954 at risk; recoverable ~ $40,479 (pressure 0.90, trend up)"
@@ -23,17 +23,9 @@ VARIABLES = (
 )  # fmt: skip
 
 
-def run(env: dict, *args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args], env=env, catch_exceptions=False)
-
-
 def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert result.stdout == ""
-    return lines[0]
+    return cli_helpers.one_line_error(result)
 
 
 def outbox(env: dict) -> list[dict]:

@@ -9,11 +9,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from rar_pipeline.cli import cli
+from rar_pipeline_tests.cli_helpers import one_line_error, run
 from rar_pipeline.seed import demo_rows, write_batch
 
 GERMAIN, LOU, DEMO = "germain-toyota-naples", "lou-grubbs-motors", "demo-rooftop"
@@ -34,19 +33,6 @@ def environment(home: Path, database_url: str | None = None) -> dict:
     if database_url:
         env["RAR_DATABASE_URL"] = database_url
     return env
-
-
-def run(env: dict, *args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args], env=env, catch_exceptions=False)
-
-
-def one_line_error(result) -> str:
-    """Exit status 1, exactly one `Error:` line on stderr, no traceback."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
